@@ -1,0 +1,124 @@
+"""ONNX Runtime dynamic int8 quantization with target presets and an accuracy gate with fallbacks.
+
+Presets follow ONNX Runtime's advice (and Optimum's presets): u8 activations (dynamic), s8
+weights, per-channel; ``reduce_range`` only for AVX2/AVX-512 without VNNI, whose u8*s8 kernels can
+saturate. If the int8 model loses more than ``max_accuracy_drop`` points against fp32 on the eval
+split, the gate tries the next setting of the chain and records every decision.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from probscale_edge.errors import ProbscaleError
+
+PRESETS = {
+    # name: per_channel, reduce_range (weights s8, activations u8 dynamic)
+    "arm64": {"per_channel": True, "reduce_range": False, "weight_type": "QInt8", "activation_type": "QUInt8"},
+    "android": {"per_channel": True, "reduce_range": False, "weight_type": "QInt8", "activation_type": "QUInt8"},
+    "x86_64": {"per_channel": True, "reduce_range": False, "weight_type": "QInt8", "activation_type": "QUInt8"},
+    "avx512_vnni": {"per_channel": True, "reduce_range": False, "weight_type": "QInt8", "activation_type": "QUInt8"},
+    "avx512": {"per_channel": True, "reduce_range": True, "weight_type": "QInt8", "activation_type": "QUInt8"},
+    "avx2": {"per_channel": True, "reduce_range": True, "weight_type": "QInt8", "activation_type": "QUInt8"},
+}
+TARGETS = ("arm64", "x86_64", "android", "avx2", "avx512", "avx512_vnni")
+
+
+@dataclass
+class QuantizeConfig:
+    target: str = "arm64"
+    precision: str = "int8"  # int8 | fp32
+    max_accuracy_drop: float = 1.0  # points of accuracy on the eval split
+    per_channel: bool | None = None  # None: the preset's
+    reduce_range: bool | None = None
+    exclude_nodes: list = field(default_factory=list)
+
+
+def check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise ProbscaleError(f"unknown target {target!r}", f"use --target {'|'.join(TARGETS)}")
+
+
+def _matmul_nodes(path) -> list[str]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return [n.name for n in m.graph.node if n.op_type in ("MatMul", "Gemm")]
+
+
+def quantize_dynamic_int8(src, dst, preset: dict, exclude_nodes=()) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    t0 = time.time()
+    tmp = Path(str(dst) + ".part")
+    quantize_dynamic(str(src), str(tmp), weight_type=getattr(QuantType, preset["weight_type"]),
+                     per_channel=preset["per_channel"], reduce_range=preset["reduce_range"],
+                     nodes_to_exclude=list(exclude_nodes), op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+                     extra_options={"MatMulConstBOnly": True})
+    os.replace(tmp, dst)
+    return {"seconds": round(time.time() - t0, 2), "bytes": Path(dst).stat().st_size}
+
+
+def fallback_chain(fp32_path, preset: dict, user_exclude=()):
+    """Settings tried in order until one passes the accuracy gate."""
+    nodes = _matmul_nodes(fp32_path)
+    head = [n for n in nodes if "classifier" in n or "pooler" in n]
+    last = nodes[-max(1, min(6, len(nodes) // 4)):]
+    chain = [("preset", dict(preset), list(user_exclude))]
+    chain.append(("preset, classifier in fp32", dict(preset), sorted(set(user_exclude) | set(head))))
+    chain.append(("preset, last layer in fp32", dict(preset), sorted(set(user_exclude) | set(head) | set(last))))
+    if not preset["reduce_range"]:
+        chain.append(("reduce_range, last layer in fp32", {**preset, "reduce_range": True},
+                      sorted(set(user_exclude) | set(head) | set(last))))
+    return chain
+
+
+def quantize_with_gate(fp32_path, out_path, cfg: QuantizeConfig, evaluate, fp32_accuracy: float, log=None) -> dict:
+    """Quantize and gate on accuracy. ``evaluate(path) -> accuracy``. Returns the decision record.
+
+    The result at ``out_path`` is the first setting whose accuracy drop is within the gate, or the
+    fp32 model itself when none passes (``precision`` is then ``fp32`` in the record).
+    """
+    log = log or (lambda *_: None)
+    check_target(cfg.target)
+    preset = dict(PRESETS[cfg.target])
+    if cfg.per_channel is not None:
+        preset["per_channel"] = cfg.per_channel
+    if cfg.reduce_range is not None:
+        preset["reduce_range"] = cfg.reduce_range
+    record = {"target": cfg.target, "preset": preset, "max_accuracy_drop": cfg.max_accuracy_drop,
+              "fp32_accuracy": fp32_accuracy, "attempts": []}
+    if cfg.precision == "fp32":
+        import shutil
+
+        shutil.copyfile(fp32_path, out_path)
+        record.update(precision="fp32", chosen="fp32 (requested)")
+        return record
+    for name, p, excl in fallback_chain(fp32_path, preset, cfg.exclude_nodes):
+        info = quantize_dynamic_int8(fp32_path, out_path, p, excl)
+        acc = evaluate(out_path)
+        drop = (fp32_accuracy - acc) * 100
+        ok = drop <= cfg.max_accuracy_drop
+        record["attempts"].append({"setting": name, "params": p, "excluded_nodes": len(excl), "accuracy": acc,
+                                   "drop_points": round(drop, 3), "pass": ok, **info})
+        log(f"[{'PASS' if ok else 'FAIL'}] int8 ({name}): accuracy {acc:.4f} vs fp32 {fp32_accuracy:.4f} "
+            f"(drop {drop:+.2f} points, gate {cfg.max_accuracy_drop:g})")
+        if ok:
+            record.update(precision="int8", chosen=name, accuracy=acc, params=p, excluded_nodes=excl)
+            return record
+    import shutil
+
+    shutil.copyfile(fp32_path, out_path)
+    log("[FALLBACK] no int8 setting kept accuracy within the gate: the bundle ships the fp32 model")
+    record.update(precision="fp32", chosen="fp32 (fallback: every int8 setting failed the gate)",
+                  accuracy=fp32_accuracy)
+    return record
+
+
+def describe(cfg: QuantizeConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,3 @@
+from probscale_edge.cli import main
+
+main()

@@ -1,0 +1,402 @@
+"""Thin command line over the Python API. Heavy libraries are imported inside each command, so
+``probscale-edge --help`` is instant. Bad input exits with status 2 and one line naming the fix."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from probscale_edge import __version__
+from probscale_edge.errors import ProbscaleError
+
+TARGETS = ("arm64", "x86_64", "android", "avx2", "avx512", "avx512_vnni")
+
+
+def _fail(err: ProbscaleError):
+    click.echo(f"error: {err.line()}", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ProbscaleError as e:
+            _fail(e)
+        except KeyboardInterrupt:
+            click.echo("interrupted: nothing was written (partial outputs are removed)", err=True)
+            sys.exit(130)
+
+
+def _parse_task(s: str):
+    from probscale_edge.pipeline import TaskSpec
+
+    name, sep, w = s.rpartition(":")
+    if sep and name and not name.endswith((":", "\\")) and _is_number(w):
+        return TaskSpec(name, float(w))
+    return TaskSpec(s, 1.0)
+
+
+def _is_number(x):
+    try:
+        float(x)
+        return True
+    except ValueError:
+        return False
+
+
+def _tasks(task, data, eval_path):
+    from probscale_edge.pipeline import TaskSpec
+
+    specs = []
+    if data:
+        specs.append(TaskSpec(data, 1.0, eval_path))
+    specs += [_parse_task(t) for t in task]
+    if eval_path and not data:
+        raise ProbscaleError("--eval needs --data", "pass --data TRAIN_FILE with --eval EVAL_FILE")
+    return specs
+
+
+data_options = [
+    click.option("--task", "task", multiple=True, help="Built-in task (rotten_tomatoes, sms_spam, trec6, reuters_r8), "
+                 "local file or datasets name; NAME:WEIGHT to weight several tasks. Repeatable."),
+    click.option("--data", type=click.Path(), help="Local training file (.csv, .tsv, .jsonl)."),
+    click.option("--eval", "eval_path", type=click.Path(), help="Local eval file (default: a stratified 20% of --data)."),
+    click.option("--text-column", default="text", show_default=True),
+    click.option("--label-column", default="label", show_default=True),
+    click.option("--text-pair-column", default=None, help="Second text column for pair tasks."),
+    click.option("--max-train", type=int, default=4000, show_default=True, help="Cap on training examples (stratified)."),
+]
+
+
+def with_data(f):
+    for opt in reversed(data_options):
+        f = opt(f)
+    return f
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="probscale-edge")
+def main():
+    """probscale-edge: find the subnetwork a task needs, cut it out, and ship it to phones and CPUs.
+
+    \b
+    Pipeline: probe -> select -> prune -> recover -> export -> quantize -> bundle -> bench
+    Main command:  probscale-edge build --target arm64
+    """
+
+
+@main.command()
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
+              help="Built-in model name, local Hugging Face folder, or hub id (online).")
+@with_data
+@click.option("--target", default="arm64", show_default=True, help=f"One of {', '.join(TARGETS)}.")
+@click.option("--budget", type=float, default=1 / 3, show_default="0.333",
+              help="Fraction of the non-embedding parameters kept.")
+@click.option("--strategy", default="probscale", show_default=True, help="probscale | bottom | top | random")
+@click.option("--recover", "recover_mode", default="distill", show_default=True, help="none | head | finetune | distill")
+@click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--pooling", default="mean", show_default=True, help="mean | cls")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+              help="int8 accuracy gate, in points; falls back step by step, down to fp32.")
+@click.option("--precision", default="int8", show_default=True, help="int8 | fp32")
+@click.option("--max-eval", type=int, default=None, help="Cap on eval examples (stratified).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(), default=None, help="Bundle folder (default bundles/MODEL-TASK-TARGET).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder (atomically).")
+@click.option("--allow-pickle", is_flag=True, help="Allow pytorch_model.bin checkpoints (pickle can run code).")
+@click.option("--no-cache", is_flag=True, help="Do not reuse a cached fine-tuned teacher.")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
+def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
+          strategy, recover_mode, epochs, pooling, max_accuracy_drop, precision, max_eval, seed, output, force,
+          allow_pickle, no_cache, json_path):
+    """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
+    if target not in TARGETS:
+        raise ProbscaleError(f"unknown target {target!r}", f"use --target {'|'.join(TARGETS)}")
+    if not (0 < budget <= 1):
+        raise ProbscaleError(f"--budget {budget} is not a fraction in (0, 1]",
+                             "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
+    from probscale_edge.pipeline import BuildConfig, build as run_build
+    from probscale_edge.probe import ProbeConfig
+    from probscale_edge.recover import RecoverConfig
+    from probscale_edge.select import SelectConfig
+
+    specs = _tasks(task, data, eval_path) or _tasks(("rotten_tomatoes",), None, None)
+    cfg = BuildConfig(model=model, tasks=specs, output=output, target=target, budget=budget, text_column=text_column,
+                      label_column=label_column, text_pair_column=text_pair_column, pooling=pooling,
+                      max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
+                      use_cache=not no_cache, probe=ProbeConfig(pooling=pooling),
+                      select=SelectConfig(budget=budget, strategy=strategy),
+                      recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed),
+                      quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision})
+    manifest = run_build(cfg)
+    from probscale_edge.report import summary_rows, print_summary
+
+    print_summary(manifest)
+    if json_path:
+        from probscale_edge.runtime.bench import write_json
+
+        write_json({"summary": summary_rows(manifest), "manifest": manifest}, json_path)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--task", default=None, help="Task whose eval split measures accuracy (default: the bundle's own).")
+@click.option("--data", "eval_file", type=click.Path(), default=None, help="Local eval file for accuracy.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--no-accuracy", is_flag=True, help="Latency only.")
+@click.option("--max-eval", type=int, default=None)
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: the runtime's).")
+@click.option("--backend", default=None, help="onnxruntime | litert (default: from the bundle).")
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--sequence-length", type=int, default=None, help="Pad every input to this many tokens.")
+@click.option("--warmup-runs", type=int, default=10, show_default=True)
+@click.option("--num-runs", type=int, default=100, show_default=True)
+@click.option("--compare", multiple=True, type=click.Path(), help="Other bundles measured in the same run (ratios).")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Write the results as JSON.")
+def bench(bundle, task, eval_file, text_column, label_column, no_accuracy, max_eval, threads, backend, batch_size,
+          sequence_length, warmup_runs, num_runs, compare, json_path):
+    """Benchmark BUNDLE with the torch-free runtime: accuracy, init, p50/p90/p99 latency, bytes, peak RSS."""
+    from probscale_edge.runtime.bench import BenchConfig, bench_bundle, write_json
+    from probscale_edge.runtime.bundle import load_manifest
+    from probscale_edge.report import print_bench
+
+    results = []
+    for b in (bundle, *compare):
+        m = load_manifest(b)
+        texts = labels = pairs = None
+        if not no_accuracy:
+            texts, labels, pairs = _eval_data(m, task, eval_file, text_column, label_column, max_eval)
+        cfg = BenchConfig(warmup_runs=warmup_runs, num_runs=num_runs, batch_size=batch_size, threads=threads,
+                          backend=backend, sequence_length=sequence_length)
+        results.append(bench_bundle(b, cfg, texts, labels, pairs))
+    print_bench(results)
+    if json_path:
+        write_json(results[0] if len(results) == 1 else {"results": results}, json_path)
+
+
+def _eval_data(manifest, task, eval_file, text_column, label_column, max_eval):
+    """Eval texts/labels for a bundle: its own task's eval split unless told otherwise (no torch needed)."""
+    from probscale_edge.data import load_local, load_task, stratified_sample
+
+    if eval_file:
+        d = load_local(eval_file, None, text_column, label_column)
+        split = d.train  # whole file used as eval: merge both halves
+        split.texts += d.eval.texts
+        split.labels += d.eval.labels
+        names = d.label_names
+    else:
+        t = manifest["task"]
+        name = task or t["name"]
+        if not task and not t.get("builtin", False):
+            d = load_task(t["train_file"], t.get("eval_file") or None, text_column, label_column,
+                          max_train=None)
+        else:
+            d = load_task(name, max_train=1)
+        split, names = d.eval, d.label_names
+    labels_b = manifest["labels"]
+    if list(names) != list(labels_b):
+        remap = {i: labels_b.index(n) for i, n in enumerate(names) if n in labels_b}
+        if len(remap) != len(names):
+            raise ProbscaleError("the eval data has labels the bundle does not know", "evaluate on the bundle's own task")
+        split.labels = [remap[y] for y in split.labels]
+    if max_eval and len(split) > max_eval:
+        split = split.subset(stratified_sample(split.labels, max_eval))
+    return split.texts, split.labels, split.pairs
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--threads", type=int, default=None)
+def predict(bundle, texts, threads):
+    """Predict labels for TEXTS with BUNDLE (torch-free runtime)."""
+    from probscale_edge.runtime import Predictor
+
+    p = Predictor(bundle, threads=threads)
+    for t, r in zip(texts, p.predict(list(texts))):
+        click.echo(json.dumps({"text": t, "label": r.label, "score": round(r.score, 4)}))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+def verify(bundle):
+    """Check every file of BUNDLE against its manifest (sha256, size, no extra files)."""
+    from probscale_edge.runtime import verify_bundle
+
+    m = verify_bundle(bundle)
+    click.echo(f"ok: {len(m['files'])} files match the manifest (format {m['format_version']})")
+
+
+# ------------------------------------------------------------------------------ single stages
+
+@main.command()
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+@with_data
+@click.option("--pooling", default="mean", show_default=True)
+@click.option("--max-examples", type=int, default=1500, show_default=True)
+@click.option("-o", "--output", type=click.Path(), required=True, help="probe report (JSON)")
+def probe(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, pooling, max_examples,
+          output):
+    """Stage 1: linear probes on every layer's pooled representation (task-weighted)."""
+    from probscale_edge.data import load_task
+    from probscale_edge.modeling import EncoderClassifier, load_classifier, load_encoder
+    from probscale_edge.probe import ProbeConfig, probe_layers
+    from probscale_edge.runtime.bench import write_json
+    from pathlib import Path
+
+    specs = _tasks(task, data, eval_path) or _tasks(("rotten_tomatoes",), None, None)
+    tasks = [load_task(s.spec, s.eval, text_column, label_column, text_pair_column, max_train) for s in specs]
+    if (Path(model) / "probscale.json").exists():
+        m, tok, _ = load_classifier(model)
+    else:
+        enc, tok, _ = load_encoder(model)
+        m = EncoderClassifier(enc, tasks[0].num_labels, pooling)
+    rep = probe_layers(m, tok, tasks, [s.weight for s in specs], ProbeConfig(max_examples=max_examples, pooling=pooling))
+    write_json(rep.to_dict(), output)
+    click.echo("weighted probe accuracy by hidden state: " + " ".join(f"{a:.3f}" for a in rep.weighted))
+
+
+@main.command("select")
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--probe", "probe_path", type=click.Path(exists=True), required=True, help="probe report from `probe`")
+@click.option("--budget", type=float, default=1 / 3, show_default="0.333")
+@click.option("--strategy", default="probscale", show_default=True)
+@click.option("-o", "--output", type=click.Path(), required=True, help="selection (JSON, holds the spec)")
+def select_cmd(model, probe_path, budget, strategy, output):
+    """Stage 2: choose the layer subset under a parameter budget (additive ranking only; `build` also
+    probes the composed candidates)."""
+    from pathlib import Path
+
+    from probscale_edge.modeling import EncoderClassifier, load_classifier, load_encoder
+    from probscale_edge.probe import ProbeReport
+    from probscale_edge.runtime.bench import write_json
+    from probscale_edge.select import SelectConfig, select_layers
+
+    rep = ProbeReport(**{k: v for k, v in json.loads(Path(probe_path).read_text()).items()})
+    if (Path(model) / "probscale.json").exists():
+        m, _, _ = load_classifier(model)
+    else:
+        enc, _, _ = load_encoder(model)
+        m = EncoderClassifier(enc, 2)
+    sel = select_layers(m, rep, SelectConfig(budget=budget, strategy=strategy))
+    write_json(sel.to_dict(), output)
+    click.echo(f"kept layers {sel.spec.keep_layers}: {sel.kept_fraction:.3f} of non-embedding parameters")
+
+
+@main.command()
+@click.option("--model", required=True, help="A model folder written by probscale-edge (or a HF folder + --num-labels).")
+@click.option("--spec", "spec_path", type=click.Path(exists=True), required=True, help="selection or spec JSON")
+@click.option("--num-labels", type=int, default=2, show_default=True)
+@click.option("-o", "--output", type=click.Path(), required=True)
+def prune(model, spec_path, num_labels, output):
+    """Stage 3: physically cut MODEL to the spec; the result saves and reloads as a model folder."""
+    from pathlib import Path
+
+    from probscale_edge.modeling import EncoderClassifier, load_classifier, load_encoder, save_classifier
+    from probscale_edge.prune import SubnetworkSpec, apply_spec
+
+    d = json.loads(Path(spec_path).read_text())
+    spec = SubnetworkSpec.from_dict(d.get("spec", d))
+    if (Path(model) / "probscale.json").exists():
+        m, tok, meta = load_classifier(model)
+        labels = meta["labels"]
+    else:
+        enc, tok, _ = load_encoder(model)
+        m = EncoderClassifier(enc, num_labels)
+        labels = [str(i) for i in range(num_labels)]
+    p = apply_spec(m, spec, inplace=True)
+    save_classifier(p, tok, Path(output), labels, extra={"spec": spec.to_dict()})
+    c = p.param_counts()
+    click.echo(f"pruned model: {c['total']:,} parameters ({c['non_embedding']:,} non-embedding) -> {output}")
+
+
+@main.command()
+@click.option("--model", required=True, help="Model folder to train (from `prune`, or a HF folder).")
+@with_data
+@click.option("--teacher", type=click.Path(exists=True), default=None, help="Fine-tuned teacher folder for --mode distill.")
+@click.option("--mode", default="finetune", show_default=True, help="none | head | finetune | distill")
+@click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("-o", "--output", type=click.Path(), required=True)
+def recover(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, teacher, mode, epochs,
+            output):
+    """Stage 4: recover accuracy (fine-tune, or distill from a teacher) and report eval accuracy."""
+    from pathlib import Path
+
+    from probscale_edge.data import load_task
+    from probscale_edge.modeling import EncoderClassifier, load_classifier, load_encoder, predict_logits, save_classifier
+    from probscale_edge.pipeline import accuracy
+    from probscale_edge.recover import RecoverConfig, recover as run
+
+    specs = _tasks(task, data, eval_path) or _tasks(("rotten_tomatoes",), None, None)
+    t = load_task(specs[0].spec, specs[0].eval, text_column, label_column, text_pair_column, max_train)
+    if (Path(model) / "probscale.json").exists():
+        m, tok, meta = load_classifier(model)
+    else:
+        enc, tok, _ = load_encoder(model)
+        m = EncoderClassifier(enc, t.num_labels)
+    tl = None
+    if mode == "distill":
+        if not teacher:
+            raise ProbscaleError("--mode distill needs --teacher FOLDER", "pass a fine-tuned teacher or use --mode finetune")
+        tm, ttok, _ = load_classifier(teacher)
+        tl = predict_logits(tm, ttok, t.train.texts, t.train.pairs)
+    rep = run(m, tok, t.train, RecoverConfig(mode=mode, epochs=epochs), teacher_logits=tl)
+    acc = accuracy(predict_logits(m, tok, t.eval.texts, t.eval.pairs), t.eval.labels)
+    save_classifier(m, tok, Path(output), t.label_names, extra={"recover": mode, "accuracy": acc})
+    click.echo(f"eval accuracy {acc:.4f} after {rep.get('steps', 0)} steps -> {output}")
+
+
+@main.command()
+@click.option("--model", required=True, help="Model folder written by probscale-edge.")
+@click.option("-o", "--output", type=click.Path(), required=True, help="ONNX file")
+@click.option("--opset", type=int, default=17, show_default=True)
+def export(model, output, opset):
+    """Stage 5: export a model folder to ONNX and check parity against PyTorch."""
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.modeling import load_classifier
+
+    m, tok, _ = load_classifier(model)
+    texts = ["a parity sample", "another, somewhat longer parity sample for the exported graph", "short"]
+    rep = export_onnx(m, tok, output, ExportConfig(opset=opset), parity_texts=texts,
+                      log=lambda s: click.echo(s, err=True))
+    if not rep["parity_pass"]:
+        raise ProbscaleError(f"ONNX output differs from PyTorch by {rep['parity_max_abs']:.2e}", "try --opset 18")
+    click.echo(f"{output}: {rep['bytes']:,} bytes")
+
+
+@main.command()
+@click.option("--onnx", "onnx_path", type=click.Path(exists=True), required=True)
+@click.option("--target", default="arm64", show_default=True)
+@click.option("-o", "--output", type=click.Path(), required=True)
+def quantize(onnx_path, target, output):
+    """Stage 6: dynamic int8 quantization with the target's preset (the build adds the accuracy gate)."""
+    from probscale_edge.converters.quantize import PRESETS, check_target, quantize_dynamic_int8
+
+    check_target(target)
+    info = quantize_dynamic_int8(onnx_path, output, PRESETS[target])
+    click.echo(f"{output}: {info['bytes']:,} bytes ({target} preset: {PRESETS[target]})")
+
+
+@main.command()
+@click.option("--clear", is_flag=True, help="Delete the cache folder.")
+def cache(clear):
+    """Show (or clear) the cache of downloaded assets and fine-tuned teachers."""
+    import shutil
+
+    from probscale_edge.assets import cache_dir
+
+    d = cache_dir()
+    if clear:
+        shutil.rmtree(d, ignore_errors=True)
+        click.echo(f"removed {d}")
+        return
+    size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) if d.exists() else 0
+    click.echo(f"{d}: {size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

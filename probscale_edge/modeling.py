@@ -1,0 +1,288 @@
+"""Loading encoders safely, the classifier wrapper, and saving/reloading (pruned) model folders.
+
+A model folder written by probscale-edge is a Hugging Face folder (``config.json``,
+``model.safetensors``, tokenizer files) plus ``probscale.json`` (pooling, labels, per-layer
+shapes, provenance) and ``classifier.safetensors`` (the task head). Per-layer shapes that differ
+from the stock config (pruned heads / FFN neurons) are re-applied before the weights load, so
+non-uniform models reload exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from probscale_edge.adapters import get_adapter
+from probscale_edge.errors import ProbscaleError
+
+FOLDER_FORMAT = 1
+WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json")
+WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def resolve_model(spec: str | None, log=None) -> Path | str:
+    """A built-in model name, a local folder, or a hub id (returned as a string)."""
+    from probscale_edge.assets import ASSETS, DEFAULT_MODEL, fetch
+
+    spec = spec or DEFAULT_MODEL
+    if spec in ASSETS and ASSETS[spec].kind == "model":
+        return fetch(spec, log=log)
+    p = Path(spec)
+    if p.exists() or spec.startswith((".", "/", "~")) or os.sep in spec and not _looks_like_hub_id(spec):
+        p = p.expanduser()
+        if not p.exists():
+            raise ProbscaleError(f"model path {p} does not exist",
+                                 "pass an existing Hugging Face model folder or a built-in model name (all-MiniLM-L6-v2)")
+        return p
+    if _looks_like_hub_id(spec):
+        return spec
+    raise ProbscaleError(f"model {spec!r} is neither a local folder nor a built-in model",
+                         "pass a Hugging Face model folder, a hub id (online), or all-MiniLM-L6-v2")
+
+
+def _looks_like_hub_id(s: str) -> bool:
+    parts = s.split("/")
+    return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~"))
+
+
+def check_model_folder(path: Path, allow_pickle: bool = False) -> dict:
+    """Validate a local model folder before loading; returns its config dict."""
+    if not path.is_dir():
+        raise ProbscaleError(f"model path {path} is not a folder", "pass a Hugging Face model folder")
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        raise ProbscaleError(f"{path} has no config.json, so it is not a Hugging Face model folder",
+                             "pass the folder written by save_pretrained()")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProbscaleError(f"{cfg_path} is not valid JSON ({e})", "restore config.json from the original model")
+    safe = [f for f in WEIGHT_FILES_SAFE if (path / f).exists()]
+    pickle = [f for f in WEIGHT_FILES_PICKLE if (path / f).exists()]
+    if not safe and not pickle:
+        raise ProbscaleError(f"{path} has no weights (model.safetensors or pytorch_model.bin)",
+                             "copy the weight file into the folder, or point --model at the complete folder")
+    if not safe and pickle and not allow_pickle:
+        raise ProbscaleError(f"{path} holds only a pickle checkpoint ({pickle[0]}), which can run arbitrary code",
+                             "convert it to safetensors, or pass --allow-pickle if you trust its source")
+    if cfg.get("auto_map"):
+        raise ProbscaleError(f"{path} needs remote code (auto_map in config.json), which is not run",
+                             "use a model of a built-in architecture")
+    get_adapter(cfg.get("model_type", "?"))
+    return cfg
+
+
+def load_encoder(spec, allow_pickle: bool = False, log=None):
+    """Return (encoder, tokenizer, source_path) for a built-in name, a folder or a hub id."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    src = resolve_model(spec, log=log)
+    if isinstance(src, Path):
+        check_model_folder(src, allow_pickle=allow_pickle)
+    try:
+        config = AutoConfig.from_pretrained(str(src), trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001
+        raise ProbscaleError(f"could not read the config of {src} ({type(e).__name__}: {str(e)[:120]})",
+                             "check config.json, or pass a valid model folder")
+    adapter = get_adapter(config.model_type)
+    kwargs = {"use_safetensors": None if allow_pickle else True}
+    try:
+        if config.model_type == "t5":
+            from transformers import T5EncoderModel
+
+            encoder = T5EncoderModel.from_pretrained(str(src), **kwargs)
+        else:
+            encoder = AutoModel.from_pretrained(str(src), **kwargs)
+    except ProbscaleError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise ProbscaleError(f"could not load the weights of {src} ({type(e).__name__}: {msg})",
+                             "the weight file is truncated, corrupt or does not match config.json; restore it")
+    _check_loaded_weights(encoder, src)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(src))
+    except Exception as e:  # noqa: BLE001
+        raise ProbscaleError(f"could not load the tokenizer of {src} ({type(e).__name__})",
+                             "add tokenizer.json (or vocab files) to the model folder")
+    adapter.drop_pooler(encoder)
+    encoder.eval()
+    return encoder, tokenizer, src
+
+
+def _check_loaded_weights(encoder, src):
+    """transformers silently random-inits missing weights; a pre-trained model must not have any."""
+    info = getattr(encoder, "_probscale_loading_info", None)
+    _ = info
+    # transformers 5 records missing keys on the model when asked; re-check cheaply by
+    # comparing against the checkpoint's keys for safetensors files.
+    if isinstance(src, Path):
+        st = src / "model.safetensors"
+        if st.exists():
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(st), "pt") as f:
+                    keys = set(f.keys())
+            except Exception as e:  # noqa: BLE001
+                raise ProbscaleError(f"{st} is not a readable safetensors file ({e})", "restore the weight file")
+            own = {k for k, _ in encoder.named_parameters()}
+            prefix = getattr(encoder, "base_model_prefix", "")
+            norm = {k[len(prefix) + 1:] if prefix and k.startswith(prefix + ".") else k for k in keys}
+            missing = [k for k in own if k not in norm and not k.startswith("pooler.") and "relative_attention_bias" not in k]
+            if len(missing) > 0.5 * max(len(own), 1):
+                raise ProbscaleError(f"{st} does not contain this architecture's weights ({len(missing)} of {len(own)} missing)",
+                                     "config.json and the weights disagree; use the matching pair")
+
+
+class EncoderClassifier(nn.Module):
+    """encoder -> pooling (mean over the attention mask, or first token) -> dropout -> linear."""
+
+    def __init__(self, encoder, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ProbscaleError(f"unknown pooling {pooling!r}", "use --pooling mean or --pooling cls")
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        hidden = getattr(encoder.config, get_adapter(encoder.config.model_type).hidden_key)
+        self.classifier = nn.Linear(hidden, num_labels)
+
+    @property
+    def adapter(self):
+        return get_adapter(self.encoder.config.model_type)
+
+    def pool(self, hidden, attention_mask):
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kw = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.adapter.uses_token_type_ids:
+            kw["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kw).last_hidden_state
+        return self.classifier(self.dropout(self.pool(hidden, attention_mask)))
+
+    def hidden_states(self, input_ids, attention_mask, token_type_ids=None):
+        kw = {"input_ids": input_ids, "attention_mask": attention_mask, "output_hidden_states": True}
+        if token_type_ids is not None and self.adapter.uses_token_type_ids:
+            kw["token_type_ids"] = token_type_ids
+        return self.encoder(**kw).hidden_states
+
+    def param_counts(self) -> dict:
+        c = self.adapter.count_params(self.encoder)
+        head = sum(p.numel() for p in self.classifier.parameters())
+        return {"total": c["total"] + head, "embedding": c["embedding"], "non_embedding": c["non_embedding"] + head,
+                "encoder_non_embedding": c["non_embedding"]}
+
+    def layer_shapes(self) -> list[dict]:
+        a = self.adapter
+        return [a.layer_shape(self.encoder, layer) for layer in a.layers(self.encoder)]
+
+
+def save_classifier(model: EncoderClassifier, tokenizer, folder: Path, labels: list, extra: dict | None = None):
+    """Write a reloadable model folder (atomic: written beside, then renamed)."""
+    from safetensors.torch import save_file
+    import shutil
+    import tempfile
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.encoder.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        head = {k: v.detach().contiguous() for k, v in model.classifier.state_dict().items()}
+        save_file(head, str(tmp / "classifier.safetensors"))
+        meta = {"format": FOLDER_FORMAT, "pooling": model.pooling, "labels": list(labels),
+                "layer_shapes": model.layer_shapes(), "model_type": model.encoder.config.model_type}
+        meta.update(extra or {})
+        (tmp / "probscale.json").write_text(json.dumps(meta, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def apply_layer_shapes(encoder, shapes: list[dict]) -> None:
+    """Resize heads / FFN of each layer to ``shapes`` (weights are overwritten by the load after)."""
+    from probscale_edge.prune import resize_layer
+
+    adapter = get_adapter(encoder.config.model_type)
+    for layer, shape in zip(adapter.layers(encoder), shapes):
+        cur = adapter.layer_shape(encoder, layer)
+        if cur != shape:
+            resize_layer(encoder, adapter, layer, shape)
+
+
+def load_classifier(folder) -> tuple[EncoderClassifier, object, dict]:
+    """Reload a folder written by :func:`save_classifier` -> (model, tokenizer, meta)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    folder = Path(folder)
+    meta_path = folder / "probscale.json"
+    if not meta_path.exists():
+        raise ProbscaleError(f"{folder} is not a probscale-edge model folder (no probscale.json)",
+                             "pass a folder written by `probscale-edge prune` or `recover`")
+    meta = json.loads(meta_path.read_text())
+    config = AutoConfig.from_pretrained(str(folder))
+    if config.model_type == "t5":
+        from transformers import T5EncoderModel
+
+        encoder = T5EncoderModel(config)
+    else:
+        encoder = AutoModel.from_config(config)
+    adapter = get_adapter(config.model_type)
+    adapter.drop_pooler(encoder)
+    apply_layer_shapes(encoder, meta["layer_shapes"])
+    from safetensors.torch import load_file as _lf
+
+    state = _lf(str(folder / "model.safetensors"))
+    prefix = getattr(encoder, "base_model_prefix", "")
+    own = encoder.state_dict()
+    fixed = {}
+    for k, v in state.items():
+        kk = k if k in own else (k[len(prefix) + 1:] if prefix and k.startswith(prefix + ".") else k)
+        fixed[kk] = v
+    missing, unexpected = encoder.load_state_dict(fixed, strict=False)
+    missing = [m for m in missing if not m.endswith("position_ids")]
+    if missing or unexpected:
+        raise ProbscaleError(f"{folder} weights do not match its shapes (missing {missing[:3]}, unexpected {unexpected[:3]})",
+                             "rebuild the model folder")
+    model = EncoderClassifier(encoder, len(meta["labels"]), pooling=meta["pooling"])
+    model.classifier.load_state_dict(load_file(str(folder / "classifier.safetensors")))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    return model, tokenizer, meta
+
+
+def tokenize(tokenizer, texts, pairs=None, max_length=128):
+    kw = dict(padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return tokenizer(list(texts), list(pairs), **kw) if pairs is not None else tokenizer(list(texts), **kw)
+
+
+@torch.no_grad()
+def predict_logits(model, tokenizer, texts, pairs=None, batch_size=64, max_length=128, progress=None):
+    """Batched logits in the original order (batches sorted by length to save padding)."""
+    import numpy as np
+
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
+    out = np.zeros((len(texts), model.classifier.out_features), dtype=np.float32)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        enc = tokenize(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, max_length)
+        out[idx] = model(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}).numpy()
+        if progress:
+            progress(len(idx))
+    return out

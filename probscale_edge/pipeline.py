@@ -1,0 +1,419 @@
+"""The build pipeline: probe -> select -> prune -> recover -> export -> quantize -> bundle.
+
+Each stage is a function with a config dataclass in and a plain report out; this module only
+wires them together, caches the expensive fine-tuned teacher by content hash, and writes the
+bundle atomically (staged in a hidden folder beside the output, renamed into place at the end),
+so a failed or interrupted build never leaves a partial bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from probscale_edge.errors import ProbscaleError
+from probscale_edge.probe import ProbeConfig
+from probscale_edge.recover import RecoverConfig
+from probscale_edge.select import SelectConfig
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass
+class TaskSpec:
+    spec: str  # built-in name, local file or datasets name
+    weight: float = 1.0
+    eval: str | None = None
+
+
+@dataclass
+class BuildConfig:
+    model: str = "all-MiniLM-L6-v2"
+    tasks: list = field(default_factory=lambda: [TaskSpec("rotten_tomatoes")])  # first = the bundle's task
+    output: str | None = None
+    target: str = "arm64"
+    budget: float = 1 / 3
+    text_column: str = "text"
+    label_column: str = "label"
+    text_pair_column: str | None = None
+    pooling: str = "mean"
+    max_train: int | None = 4000
+    max_eval: int | None = None
+    max_length: int = 128
+    seed: int = 0
+    force: bool = False
+    allow_pickle: bool = False
+    use_cache: bool = True
+    latency_runs: int = 50
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    recover: RecoverConfig = field(default_factory=RecoverConfig)
+    export: dict = field(default_factory=dict)  # ExportConfig fields
+    quantize: dict = field(default_factory=dict)  # QuantizeConfig fields
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def default_output(cfg: BuildConfig) -> Path:
+    m = Path(str(cfg.model)).name or "model"
+    t = Path(cfg.tasks[0].spec).stem
+    return Path("bundles") / f"{m}-{t}-{cfg.target}"
+
+
+def check_output(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ProbscaleError(f"output path {out} exists and is a file", "pass another --output folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ProbscaleError(f"output folder {out} already exists", "pass --force to replace it, or another --output")
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise ProbscaleError(f"cannot write to {parent}", "choose a writable --output location")
+
+
+def _hash(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def model_fingerprint(src) -> str:
+    p = Path(str(src))
+    if not p.is_dir():
+        return str(src)
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(p)):
+        fp = p / name
+        if fp.is_file() and name.endswith((".json", ".safetensors", ".bin", ".txt", ".model")):
+            st = fp.stat()
+            h.update(f"{name}:{st.st_size}".encode())
+            with open(fp, "rb") as f:  # first and last MiB: cheap and catches any re-save
+                h.update(f.read(1 << 20))
+                if st.st_size > 1 << 20:
+                    f.seek(-(1 << 20), 2)
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+def accuracy(logits, labels) -> float:
+    import numpy as np
+
+    return float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())
+
+
+def torch_latency_ms(model, tokenizer, text, runs=50, warmup=5) -> float:
+    import numpy as np
+    import torch
+
+    from probscale_edge.modeling import tokenize
+
+    enc = tokenize(tokenizer, [text], None, 128)
+    args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    ts = []
+    with torch.no_grad():
+        for i in range(warmup + runs):
+            t = time.perf_counter()
+            model(*args)
+            if i >= warmup:
+                ts.append((time.perf_counter() - t) * 1000)
+    return float(np.median(ts))
+
+
+def build(cfg: BuildConfig, log=_log) -> dict:
+    """Run the whole pipeline; returns the manifest. Raises ProbscaleError on bad input."""
+    return _build(cfg, log)
+
+
+def _build(cfg: BuildConfig, log) -> dict:
+    t_start = time.time()
+    from probscale_edge.converters.quantize import QuantizeConfig, check_target
+    from probscale_edge.select import check_budget
+
+    # ---- cheap checks first: nothing heavy is loaded before the inputs are known to be usable
+    check_target(cfg.target)
+    if not (0 < cfg.budget <= 1):
+        raise ProbscaleError(f"--budget {cfg.budget} is not a fraction in (0, 1]",
+                             "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
+    if not cfg.tasks:
+        raise ProbscaleError("no task given", "pass --task NAME or --data FILE")
+    out = Path(cfg.output) if cfg.output else default_output(cfg)
+    check_output(out, cfg.force)
+    from probscale_edge.modeling import resolve_model, check_model_folder
+
+    src = resolve_model(cfg.model, log=log)
+    if isinstance(src, Path):
+        check_model_folder(src, allow_pickle=cfg.allow_pickle)
+
+    from probscale_edge.data import load_task
+
+    tasks = []
+    for ts in cfg.tasks:
+        tasks.append(load_task(ts.spec, ts.eval, cfg.text_column, cfg.label_column, cfg.text_pair_column,
+                               max_train=cfg.max_train, log=log))
+    weights = [ts.weight for ts in cfg.tasks]
+    if any(w <= 0 for w in weights):
+        raise ProbscaleError("task weights must be positive", "write --task NAME:WEIGHT with WEIGHT > 0")
+    task = tasks[0]
+    if cfg.max_eval and len(task.eval) > cfg.max_eval:
+        from probscale_edge.data import stratified_sample
+
+        task.eval = task.eval.subset(stratified_sample(task.eval.labels, cfg.max_eval))
+    log(f"task {task.name}: {len(task.train)} train / {len(task.eval)} eval examples, {task.num_labels} labels")
+
+    import numpy as np
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    from probscale_edge.modeling import (EncoderClassifier, load_classifier, load_encoder, predict_logits,
+                                         save_classifier)
+    from probscale_edge.select import layer_costs
+
+    encoder, tokenizer, src = load_encoder(cfg.model, allow_pickle=cfg.allow_pickle, log=log)
+    full = EncoderClassifier(encoder, task.num_labels, pooling=cfg.pooling)
+    check_budget(cfg.budget, layer_costs(full))
+
+    from probscale_edge.assets import cache_dir
+
+    stages = {}
+    # ---- teacher: the full model fine-tuned with the same recipe (cached by content hash)
+    rc = cfg.recover
+    teacher_key = _hash("teacher-v1", model_fingerprint(src), task.fingerprint(), cfg.pooling, cfg.seed,
+                        {k: v for k, v in asdict(rc).items() if k not in ("mode", "student_lr", "temperature", "alpha")})
+    tdir = cache_dir() / "teachers" / teacher_key
+    t0 = time.time()
+    if cfg.use_cache and (tdir / "probscale.json").exists() and (tdir / "logits.npz").exists():
+        log(f"[cache] fine-tuned teacher {teacher_key}")
+        teacher, tokenizer, _ = load_classifier(tdir)
+        z = np.load(tdir / "logits.npz")
+        train_logits, eval_logits = z["train"], z["eval"]
+        fit = json.loads((tdir / "probscale.json").read_text()).get("fit", {})
+        cached = True
+    else:
+        from probscale_edge.recover import train_classifier
+
+        log(f"fine-tuning the full model on {task.name} (the teacher and the reference accuracy) ...")
+        teacher = full
+        fit = train_classifier(teacher, tokenizer, task.train, rc, lr=rc.lr, progress_desc="fine-tune full model")
+        train_logits = predict_logits(teacher, tokenizer, task.train.texts, task.train.pairs, max_length=cfg.max_length)
+        eval_logits = predict_logits(teacher, tokenizer, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
+        if cfg.use_cache:
+            save_classifier(teacher, tokenizer, tdir, task.label_names, extra={"fit": fit, "source": str(src)})
+            np.savez(tdir / "logits.npz.part.npz", train=train_logits, eval=eval_logits)
+            os.replace(tdir / "logits.npz.part.npz", tdir / "logits.npz")
+        cached = False
+    teacher_acc = accuracy(eval_logits, task.eval.labels)
+    full_counts = teacher.param_counts()
+    stages["finetune"] = {"accuracy": teacher_acc, "cached": cached, "seconds": round(time.time() - t0, 1),
+                          "key": teacher_key, "fit": fit, "parameters": full_counts}
+    log(f"full fine-tuned model: eval accuracy {teacher_acc:.4f}")
+
+    # ---- probe
+    from probscale_edge.probe import probe_layers
+
+    t0 = time.time()
+    pcfg = cfg.probe
+    pcfg.pooling = cfg.pooling
+    log("probing every layer ...")
+    report = probe_layers(teacher, tokenizer, tasks, weights, pcfg)
+    stages["probe"] = {**report.to_dict(), "seconds": round(time.time() - t0, 1)}
+    log("  weighted probe accuracy by layer: " + " ".join(f"{a:.3f}" for a in report.weighted))
+
+    # ---- select
+    from probscale_edge.select import select_layers
+
+    t0 = time.time()
+    scfg = cfg.select
+    scfg.budget = cfg.budget
+    scfg.seed = cfg.seed
+    log(f"selecting a subnetwork under budget {cfg.budget:.3f} ({scfg.strategy}) ...")
+    selection = select_layers(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
+                              probe_cfg=pcfg, log=log)
+    stages["select"] = {**selection.to_dict(), "seconds": round(time.time() - t0, 1)}
+    log(f"  kept layers {selection.spec.keep_layers}: {selection.kept_fraction:.3f} of non-embedding parameters")
+
+    staging_parent = out.resolve().parent
+    work = Path(tempfile.mkdtemp(dir=staging_parent, prefix=f".{out.name}.build-"))
+    try:
+        # ---- prune (physically) and check it saves and reloads to the same outputs
+        from probscale_edge.prune import apply_spec
+
+        t0 = time.time()
+        student = apply_spec(teacher, selection.spec)
+        pruned_dir = work / "pruned"
+        save_classifier(student, tokenizer, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict()})
+        reloaded, _, _ = load_classifier(pruned_dir)
+        sample = task.eval.texts[:64]
+        a = predict_logits(student, tokenizer, sample, max_length=cfg.max_length)
+        b = predict_logits(reloaded, tokenizer, sample, max_length=cfg.max_length)
+        reload_diff = float(np.abs(a - b).max())
+        pruned_counts = student.param_counts()
+        stages["prune"] = {"reload_max_abs": reload_diff, "parameters": pruned_counts,
+                           "layer_shapes": student.layer_shapes(), "seconds": round(time.time() - t0, 1)}
+        log(f"[{'PASS' if reload_diff <= 1e-5 else 'FAIL'}] pruned model saves and reloads: max |Δlogit| {reload_diff:.1e}")
+        if reload_diff > 1e-5:
+            raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model family")
+
+        # ---- recover
+        from probscale_edge.recover import recover
+
+        t0 = time.time()
+        log(f"recovering accuracy ({rc.mode}) ...")
+        rec = recover(student, tokenizer, task.train, rc, teacher_logits=train_logits)
+        student_logits = predict_logits(student, tokenizer, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
+        student_acc = accuracy(student_logits, task.eval.labels)
+        stages["recover"] = {**rec, "accuracy": student_acc, "seconds": round(time.time() - t0, 1)}
+        log(f"pruned fp32 model: eval accuracy {student_acc:.4f} ({student_acc / teacher_acc:.1%} of the full model)")
+        save_classifier(student, tokenizer, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict(),
+                                                                                  "recover": rc.mode})
+
+        # ---- export to ONNX with parity
+        from probscale_edge.converters.onnx_export import ExportConfig, export_onnx, onnx_logits
+
+        t0 = time.time()
+        ecfg = ExportConfig(**{**cfg.export, "max_length": cfg.max_length})
+        fp32_path = work / "model_fp32.onnx"
+        exp = export_onnx(student, tokenizer, fp32_path, ecfg, parity_texts=task.eval.texts,
+                          parity_pairs=task.eval.pairs, log=log)
+        if not exp.get("parity_pass", True):
+            raise ProbscaleError(f"ONNX export does not match PyTorch (max |Δlogit| {exp['parity_max_abs']:.2e})",
+                                 "try --opset 18, or report the model family")
+        names = exp["inputs"]
+        onnx_fp32_acc = accuracy(onnx_logits(fp32_path, tokenizer, task.eval.texts, task.eval.pairs, cfg.max_length,
+                                             input_names=names), task.eval.labels)
+        exp["accuracy"] = onnx_fp32_acc
+        exp["seconds"] = round(time.time() - t0, 1)
+        stages["export"] = exp
+        log(f"ONNX fp32: eval accuracy {onnx_fp32_acc:.4f}")
+
+        # ---- quantize with the accuracy gate
+        from probscale_edge.converters.quantize import quantize_with_gate
+
+        t0 = time.time()
+        qcfg = QuantizeConfig(**{**cfg.quantize, "target": cfg.target})
+        model_path = work / "model.onnx"
+
+        def evaluate(path):
+            return accuracy(onnx_logits(path, tokenizer, task.eval.texts, task.eval.pairs, cfg.max_length,
+                                        input_names=names), task.eval.labels)
+
+        q = quantize_with_gate(fp32_path, model_path, qcfg, evaluate, onnx_fp32_acc, log=log)
+        q_logits = onnx_logits(model_path, tokenizer, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
+                               cfg.max_length, input_names=names)
+        f_logits = onnx_logits(fp32_path, tokenizer, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
+                               cfg.max_length, input_names=names)
+        q["max_abs_vs_fp32"] = float(np.abs(q_logits - f_logits).max())
+        q["seconds"] = round(time.time() - t0, 1)
+        stages["quantize"] = q
+
+        # ---- bundle (staged, then renamed into place)
+        manifest = _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_counts, pruned_counts,
+                                 teacher_acc, student_acc, onnx_fp32_acc, q, names, fp32_path, t_start, log,
+                                 teacher, tokenizer)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("probscale-edge", "torch", "transformers", "onnx", "onnxruntime", "tokenizers", "scikit-learn", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_counts, pruned_counts, teacher_acc,
+                  student_acc, onnx_fp32_acc, q, names, fp32_path, t_start, log, teacher, tok):
+    from probscale_edge.runtime.bundle import file_entries
+
+    stage = work / "bundle"
+    stage.mkdir()
+    shutil.copyfile(work / "model.onnx", stage / "model.onnx")
+    tok_dir = work / "tok"
+    tokenizer.save_pretrained(str(tok_dir))
+    shutil.copyfile(tok_dir / "tokenizer.json", stage / "tokenizer.json")
+    if (tok_dir / "vocab.txt").exists():
+        shutil.copyfile(tok_dir / "vocab.txt", stage / "vocab.txt")
+    (stage / "labels.json").write_text(json.dumps(task.label_names, indent=1))
+    int8_acc = q.get("accuracy", onnx_fp32_acc)
+    tk = json.loads((tok_dir / "tokenizer_config.json").read_text()) if (tok_dir / "tokenizer_config.json").exists() else {}
+    fp32_bytes = fp32_path.stat().st_size
+    full_bytes = sum(p.numel() * p.element_size() for p in teacher.parameters())
+    manifest = {
+        "format_version": MANIFEST_FORMAT,
+        "created_by": "probscale-edge",
+        "created_unix": int(time.time()),
+        "source_model": {"name": str(cfg.model), "path": str(src), "model_type": teacher.encoder.config.model_type},
+        "task": task.summary(),
+        "target": cfg.target,
+        "labels": task.label_names,
+        "model": {"file": "model.onnx", "format": "onnx", "precision": q["precision"], "inputs": names,
+                  "outputs": ["logits"], "pooling": cfg.pooling, "opset": stages["export"]["opset"]},
+        "tokenizer": {"file": "tokenizer.json", "vocab_file": "vocab.txt" if (stage / "vocab.txt").exists() else None,
+                      "max_length": cfg.max_length, "pad_id": int(tokenizer.pad_token_id or 0),
+                      "do_lower_case": bool(tk.get("do_lower_case", False)), "class": type(tokenizer).__name__},
+        "parameters": {"original": full_counts, "pruned": pruned_counts,
+                       "ratio_total": full_counts["total"] / pruned_counts["total"],
+                       "ratio_non_embedding": full_counts["non_embedding"] / pruned_counts["non_embedding"]},
+        "subnetwork": {"spec": selection.spec.to_dict(), "kept_fraction_non_embedding": selection.kept_fraction,
+                       "budget": cfg.budget, "strategy": selection.strategy,
+                       "layer_shapes": stages["prune"]["layer_shapes"]},
+        "validation": {
+            "eval_examples": len(task.eval),
+            "accuracy": {"full_finetuned_torch_fp32": teacher_acc, "pruned_torch_fp32": student_acc,
+                         "pruned_onnx_fp32": onnx_fp32_acc, "bundle": int8_acc},
+            "retention": int8_acc / teacher_acc if teacher_acc else None,
+            "reload_max_abs": stages["prune"]["reload_max_abs"],
+            "onnx_parity_max_abs": stages["export"]["parity_max_abs"],
+            "onnx_parity_pass": stages["export"]["parity_pass"],
+            "int8_max_abs_vs_fp32": q.get("max_abs_vs_fp32"),
+        },
+        "quantization": {k: v for k, v in q.items() if k not in ("excluded_nodes",)} | {
+            "excluded_nodes": q.get("excluded_nodes", [])},
+        "sizes": {"full_fp32_weights_bytes": full_bytes, "pruned_onnx_fp32_bytes": fp32_bytes,
+                  "bundle_model_bytes": (stage / "model.onnx").stat().st_size},
+        "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("tasks",)} if isinstance(v, dict) else v
+                   for k, v in stages.items() if k != "quantize"},
+        "build_config": asdict(cfg),
+        "tool_versions": _versions(),
+        "build_seconds": None,
+    }
+    manifest["stages"]["probe"]["tasks"] = stages["probe"]["tasks"]
+    # latency of the full model (PyTorch fp32) and of the bundle, batch 1, same sentence
+    from probscale_edge.runtime.bench import DEFAULT_TEXT, BenchConfig, bench_bundle
+
+    manifest["files"] = file_entries(stage, [p.name for p in stage.iterdir()])
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    log("measuring latency (batch 1) ...")
+    full_ms = torch_latency_ms(teacher, tok, DEFAULT_TEXT, runs=cfg.latency_runs)
+    b = bench_bundle(stage, BenchConfig(warmup_runs=5, num_runs=cfg.latency_runs))
+    manifest["latency"] = {"text": DEFAULT_TEXT, "full_torch_fp32_p50_ms": full_ms,
+                           "bundle_p50_ms": b["latency"]["p50_ms"], "threads": "default",
+                           "note": "measured on the build machine, batch 1"}
+    manifest["build_seconds"] = round(time.time() - t_start, 1)
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    # atomic replace: the old bundle (if --force) stays until the new one is complete
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    log(f"bundle written to {out}")
+    return manifest

@@ -1,0 +1,136 @@
+"""Probe: a linear probe on each layer's pooled representation, for one or more weighted tasks.
+
+Output is a :class:`ProbeReport` (plain data): for each task and each hidden state (index 0 is the
+embedding output, index l the output of layer l), the cross-validated accuracy of a logistic
+regression on frozen, pooled features; and the task-weighted average across tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from probscale_edge.data import stratified_sample
+
+
+@dataclass
+class ProbeConfig:
+    max_examples: int = 1500  # per task, a stratified sample of the train split
+    pooling: str = "mean"  # mean | cls
+    folds: int = 3  # cross-validation folds of the probe
+    max_length: int = 128
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class ProbeReport:
+    tasks: list  # [{"name", "weight", "layer_accuracy": [acc per hidden state]}]
+    weighted: list  # task-weighted accuracy per hidden state
+    config: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _pool(h, mask, pooling):
+    if pooling == "cls":
+        return h[:, 0]
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+@torch.no_grad()
+def extract_features(model, tokenizer, texts, pairs, cfg: ProbeConfig, progress=None) -> np.ndarray:
+    """Pooled features of every hidden state: array [num_hidden_states, n, hidden]."""
+    from probscale_edge.modeling import tokenize
+
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    feats = None
+    for s in range(0, len(order), cfg.batch_size):
+        idx = order[s:s + cfg.batch_size]
+        enc = tokenize(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, cfg.max_length)
+        hs = model.hidden_states(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+        pooled = torch.stack([_pool(h, enc["attention_mask"], cfg.pooling) for h in hs]).numpy()
+        if feats is None:
+            feats = np.zeros((pooled.shape[0], len(texts), pooled.shape[2]), dtype=np.float32)
+        feats[:, idx] = pooled
+        if progress:
+            progress(len(idx))
+    return feats
+
+
+def probe_accuracy(features: np.ndarray, labels, folds: int = 3, seed: int = 0) -> float:
+    """Cross-validated accuracy of a logistic-regression probe on one feature matrix."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.asarray(labels)
+    min_class = np.bincount(y).min() if len(y) else 0
+    k = max(2, min(folds, int(min_class))) if min_class >= 2 else 2
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.5))
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return float(np.mean(cross_val_score(clf, features, y, cv=cv)))
+
+
+def probe_sample(task, cfg: ProbeConfig):
+    idx = stratified_sample(task.train.labels, cfg.max_examples, seed=cfg.seed)
+    s = task.train.subset(idx)
+    return s.texts, s.pairs, s.labels
+
+
+def probe_layers(model, tokenizer, tasks, weights, cfg: ProbeConfig | None = None, progress=None) -> ProbeReport:
+    """Probe every hidden state of ``model`` for every task; weights are normalised to sum to 1."""
+    cfg = cfg or ProbeConfig()
+    wsum = float(sum(weights))
+    out, weighted = [], None
+    for task, w in zip(tasks, weights):
+        texts, pairs, labels = probe_sample(task, cfg)
+        feats = extract_features(model, tokenizer, texts, pairs, cfg, progress=progress)
+        accs = [probe_accuracy(f, labels, cfg.folds, cfg.seed) for f in feats]
+        out.append({"name": task.name, "weight": w / wsum, "layer_accuracy": accs, "examples": len(texts)})
+        arr = np.asarray(accs) * (w / wsum)
+        weighted = arr if weighted is None else weighted + arr
+    return ProbeReport(out, [float(x) for x in weighted], asdict(cfg))
+
+
+@contextlib.contextmanager
+def composed(model, keep_layers):
+    """Temporarily run ``model`` with only ``keep_layers`` (no copy for families without side effects)."""
+    adapter = model.adapter
+    enc = model.encoder
+    if type(adapter).keep_layers is not type(adapter).__mro__[-2].keep_layers:  # adapter with custom surgery
+        m = copy.deepcopy(model)
+        adapter.keep_layers(m.encoder, list(keep_layers))
+        yield m
+        return
+    old = adapter.layers(enc)
+    old_n = getattr(enc.config, adapter.num_layers_key)
+    import torch.nn as nn
+
+    adapter._set(enc, adapter.layers_path, nn.ModuleList([old[i] for i in keep_layers]))
+    setattr(enc.config, adapter.num_layers_key, len(keep_layers))
+    try:
+        yield model
+    finally:
+        adapter._set(enc, adapter.layers_path, old)
+        setattr(enc.config, adapter.num_layers_key, old_n)
+
+
+def probe_subnetwork(model, tokenizer, tasks, weights, keep_layers, cfg: ProbeConfig, samples=None) -> float:
+    """Task-weighted probe accuracy on the *output of the composed subnetwork* (not a sum of layer scores)."""
+    wsum = float(sum(weights))
+    total = 0.0
+    with composed(model, keep_layers) as m:
+        for ti, (task, w) in enumerate(zip(tasks, weights)):
+            texts, pairs, labels = samples[ti] if samples else probe_sample(task, cfg)
+            feats = extract_features(m, tokenizer, texts, pairs, cfg)[-1]
+            total += (w / wsum) * probe_accuracy(feats, labels, cfg.folds, cfg.seed)
+    return total

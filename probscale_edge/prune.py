@@ -1,0 +1,102 @@
+"""Prune: physically cut a model to a :class:`SubnetworkSpec` (layers, heads, FFN neurons).
+
+Surgery is separate from scoring: :mod:`probscale_edge.select` decides *what* to keep and writes
+a spec (plain data); this module only applies a spec. The result is a smaller ``nn.Module`` whose
+weight tensors are really smaller, saved and reloaded by :mod:`probscale_edge.modeling`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+from probscale_edge.errors import ProbscaleError
+
+
+@dataclass
+class SubnetworkSpec:
+    """What to keep. Indices refer to the source model.
+
+    keep_layers: source layer indices kept, in order.
+    heads: for a kept layer (key: source index as str), the head indices kept; absent = all.
+    ffn: for a kept layer, the FFN neuron indices kept; absent = all.
+    """
+
+    keep_layers: list
+    heads: dict = field(default_factory=dict)
+    ffn: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SubnetworkSpec":
+        return cls(list(d["keep_layers"]), dict(d.get("heads", {})), dict(d.get("ffn", {})))
+
+
+def _slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping ``idx`` along its output (dim=0) or input (dim=1) features."""
+    w = lin.weight.detach().index_select(dim, idx).clone()
+    b = None
+    if lin.bias is not None:
+        b = lin.bias.detach().clone() if dim == 1 else lin.bias.detach().index_select(0, idx).clone()
+    new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+    new.weight.data.copy_(w)
+    if b is not None:
+        new.bias.data.copy_(b)
+    return new
+
+
+def prune_heads(encoder, adapter, layer, keep_heads: list[int]) -> None:
+    if not keep_heads:
+        raise ProbscaleError("a layer must keep at least one attention head", "drop the whole layer instead")
+    hd = adapter.head_dim(encoder)
+    idx = torch.tensor([h * hd + j for h in sorted(keep_heads) for j in range(hd)], dtype=torch.long)
+    q, k, v, o = adapter.attention_linears(layer)
+    adapter._set(layer, adapter.q, _slice_linear(q, idx, 0))
+    adapter._set(layer, adapter.k, _slice_linear(k, idx, 0))
+    adapter._set(layer, adapter.v, _slice_linear(v, idx, 0))
+    adapter._set(layer, adapter.o, _slice_linear(o, idx, 1))
+    adapter.set_heads(layer, len(keep_heads), hd)
+    adapter.on_heads_pruned(encoder, layer, sorted(keep_heads)) if hasattr(adapter, "on_heads_pruned") else None
+
+
+def prune_ffn(encoder, adapter, layer, keep: list[int]) -> None:
+    if not keep:
+        raise ProbscaleError("a layer must keep at least one FFN neuron", "drop the whole layer instead")
+    idx = torch.tensor(sorted(keep), dtype=torch.long)
+    fi, fo = adapter.ffn_linears(layer)
+    adapter._set(layer, adapter.ffn_in, _slice_linear(fi, idx, 0))
+    adapter._set(layer, adapter.ffn_out, _slice_linear(fo, idx, 1))
+
+
+def resize_layer(encoder, adapter, layer, shape: dict) -> None:
+    """Give a layer ``shape`` ({heads, ffn}) by keeping the first units (used before loading weights)."""
+    cur = adapter.layer_shape(encoder, layer)
+    if shape["heads"] != cur["heads"]:
+        prune_heads(encoder, adapter, layer, list(range(shape["heads"])))
+    if shape["ffn"] != cur["ffn"]:
+        prune_ffn(encoder, adapter, layer, list(range(shape["ffn"])))
+
+
+def apply_spec(model, spec: SubnetworkSpec, inplace: bool = False):
+    """Return a physically pruned copy of an :class:`EncoderClassifier` (or prune in place)."""
+    m = model if inplace else copy.deepcopy(model)
+    enc, adapter = m.encoder, m.adapter
+    n = adapter.num_layers(enc)
+    bad = [i for i in spec.keep_layers if not 0 <= int(i) < n]
+    if bad or len(set(spec.keep_layers)) != len(spec.keep_layers):
+        raise ProbscaleError(f"subnetwork spec keeps invalid layers {spec.keep_layers} for a {n}-layer model",
+                             "regenerate the spec with `probscale-edge select` for this model")
+    layers = adapter.layers(enc)
+    for src in spec.keep_layers:
+        layer = layers[int(src)]
+        if str(src) in spec.heads:
+            prune_heads(enc, adapter, layer, [int(h) for h in spec.heads[str(src)]])
+        if str(src) in spec.ffn:
+            prune_ffn(enc, adapter, layer, [int(j) for j in spec.ffn[str(src)]])
+    adapter.keep_layers(enc, [int(i) for i in spec.keep_layers])
+    return m

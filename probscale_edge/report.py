@@ -1,0 +1,79 @@
+"""Tables for people: the build summary and benchmark results (rich when available, plain otherwise)."""
+
+from __future__ import annotations
+
+
+def _fmt_bytes(n):
+    return f"{n / 1e6:.1f} MB" if n is not None else "-"
+
+
+def summary_rows(m: dict) -> list[dict]:
+    v = m["validation"]["accuracy"]
+    p = m["parameters"]
+    lat = m.get("latency", {})
+    full_acc = v["full_finetuned_torch_fp32"]
+    return [
+        {"model": "full model, fine-tuned (PyTorch fp32)", "accuracy": full_acc, "retention": 1.0,
+         "params_total": p["original"]["total"], "params_non_embedding": p["original"]["non_embedding"],
+         "bytes": m["sizes"]["full_fp32_weights_bytes"], "p50_ms": lat.get("full_torch_fp32_p50_ms")},
+        {"model": "pruned + recovered (ONNX fp32)", "accuracy": v["pruned_onnx_fp32"],
+         "retention": v["pruned_onnx_fp32"] / full_acc, "params_total": p["pruned"]["total"],
+         "params_non_embedding": p["pruned"]["non_embedding"], "bytes": m["sizes"]["pruned_onnx_fp32_bytes"],
+         "p50_ms": None},
+        {"model": f"bundle ({m['model']['format']} {m['model']['precision']}, {m['target']})", "accuracy": v["bundle"],
+         "retention": v["bundle"] / full_acc, "params_total": p["pruned"]["total"],
+         "params_non_embedding": p["pruned"]["non_embedding"], "bytes": m["sizes"]["bundle_model_bytes"],
+         "p50_ms": lat.get("bundle_p50_ms")},
+    ]
+
+
+def _table(title, headers, rows):
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title)
+        for h in headers:
+            t.add_column(h, justify="left" if h in ("model", "bundle") else "right")
+        for r in rows:
+            t.add_row(*[str(x) for x in r])
+        Console().print(t)
+    except ImportError:
+        print(title)
+        print(" | ".join(headers))
+        for r in rows:
+            print(" | ".join(str(x) for x in r))
+
+
+def print_summary(m: dict) -> None:
+    rows = summary_rows(m)
+    _table(f"probscale-edge build: {m['source_model']['name']} on {m['task']['name']} "
+           f"({m['validation']['eval_examples']} eval examples)",
+           ["model", "accuracy", "retention", "params (total)", "params (non-emb.)", "bytes", "p50 ms (batch 1)"],
+           [[r["model"], f"{r['accuracy']:.4f}", f"{r['retention']:.1%}", f"{r['params_total']:,}",
+             f"{r['params_non_embedding']:,}", _fmt_bytes(r["bytes"]),
+             f"{r['p50_ms']:.2f}" if r["p50_ms"] is not None else "-"] for r in rows])
+    p = m["parameters"]
+    full, b = rows[0], rows[2]
+    print(f"layers kept: {m['subnetwork']['spec']['keep_layers']}  |  parameters {p['ratio_total']:.2f}x fewer in total, "
+          f"{p['ratio_non_embedding']:.2f}x fewer non-embedding  |  bytes {full['bytes'] / b['bytes']:.1f}x smaller"
+          + (f"  |  p50 {full['p50_ms'] / b['p50_ms']:.1f}x faster" if full["p50_ms"] and b["p50_ms"] else ""))
+    print(f"int8 gate: {m['quantization'].get('chosen')}  |  ONNX parity max |Δlogit| "
+          f"{m['validation']['onnx_parity_max_abs']:.1e}  |  bundle: {m.get('_path', '')}".rstrip(" |"))
+
+
+def print_bench(results: list[dict]) -> None:
+    base = results[0]
+    rows = []
+    for r in results:
+        lat = r["latency"]
+        rows.append([r["bundle"], r["backend"], r.get("precision") or "-", f"{r.get('accuracy', float('nan')):.4f}"
+                     if "accuracy" in r else "-", _fmt_bytes(r["model_bytes"]), f"{r['init_ms']:.0f}",
+                     f"{r['first_inference_ms']:.2f}", f"{lat['p50_ms']:.2f}", f"{lat['p90_ms']:.2f}",
+                     f"{lat['p99_ms']:.2f}", f"{lat['mean_ms']:.2f}±{lat['std_ms']:.2f}",
+                     _fmt_bytes(r["peak_rss_bytes"]),
+                     f"{lat['p50_ms'] / base['latency']['p50_ms']:.2f}x" if len(results) > 1 else "-"])
+    _table(f"probscale-edge bench (batch {base['batch_size']}, threads {base['threads'] or 'default'}, "
+           f"{base['num_runs']} runs after {base['warmup_runs']} warm-up)",
+           ["bundle", "backend", "precision", "accuracy", "model", "init ms", "first ms", "p50 ms", "p90 ms",
+            "p99 ms", "mean±std ms", "peak RSS", "p50 vs first"], rows)

@@ -1,0 +1,154 @@
+"""Select: the layer subset that maximises task-weighted probe performance under a parameter budget.
+
+Input: a :class:`~probscale_edge.probe.ProbeReport` and the model (for unit costs). Output: a
+:class:`Selection` with the :class:`~probscale_edge.prune.SubnetworkSpec`, its cost and the
+candidates considered (plain data).
+
+``probscale`` (default): every layer subset that fits the budget is ranked by the sum of its
+layers' probe *gains* (how much task information a layer adds over the one below it); the best
+``max_candidates`` of them, plus the bottom-k and top-k baselines, are then checked by probing the
+composed subnetwork itself, and the best composed score wins (ties: fewer parameters).
+Baselines: ``bottom`` (first k layers), ``top`` (k layers with the best probe accuracy),
+``random`` (a random subset that fits).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import asdict, dataclass, field
+
+from probscale_edge.errors import ProbscaleError
+from probscale_edge.prune import SubnetworkSpec
+
+STRATEGIES = ("probscale", "bottom", "top", "random")
+
+
+@dataclass
+class SelectConfig:
+    budget: float = 1 / 3  # fraction of the encoder's non-embedding parameters kept
+    strategy: str = "probscale"
+    max_candidates: int = 6  # subsets checked by probing the composed subnetwork
+    max_enumerate: int = 200_000  # exact enumeration limit
+    seed: int = 0
+
+
+@dataclass
+class Selection:
+    spec: SubnetworkSpec
+    kept_fraction: float
+    kept_non_embedding: int
+    candidates: list = field(default_factory=list)  # [{"layers", "additive", "composed"}]
+    strategy: str = "probscale"
+    budget: float = 0.0
+
+    def to_dict(self):
+        d = asdict(self)
+        d["spec"] = self.spec.to_dict()
+        return d
+
+
+def layer_costs(model) -> list[int]:
+    a = model.adapter
+    return [sum(p.numel() for p in layer.parameters()) for layer in a.layers(model.encoder)]
+
+
+def check_budget(budget: float, costs: list[int]) -> None:
+    total = sum(costs)
+    if not (0 < budget <= 1):
+        raise ProbscaleError(f"--budget {budget} is not a fraction in (0, 1]",
+                             "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
+    smallest = min(costs) / total
+    if budget * total < min(costs) * (1 - 1e-9):
+        raise ProbscaleError(
+            f"--budget {budget:g} is below the smallest possible subnetwork (one layer = {smallest:.3f} of the non-embedding parameters)",
+            f"use --budget {smallest:.3f} or more",
+        )
+
+
+def _fits(subset, costs, limit):
+    return sum(costs[i] for i in subset) <= limit * (1 + 1e-9)
+
+
+def _enumerate(costs, limit, max_n):
+    n = len(costs)
+    out = []
+    for k in range(1, n + 1):
+        if sum(sorted(costs)[:k]) > limit * (1 + 1e-9):
+            break
+        for sub in itertools.combinations(range(n), k):
+            if _fits(sub, costs, limit):
+                out.append(sub)
+                if len(out) > max_n:
+                    raise ProbscaleError(f"more than {max_n} layer subsets fit the budget",
+                                         "lower --budget, or use --strategy top")
+    return out
+
+
+def gains(weighted_acc: list[float]) -> list[float]:
+    """Per layer: weighted probe accuracy of its output minus that of its input."""
+    return [weighted_acc[i + 1] - weighted_acc[i] for i in range(len(weighted_acc) - 1)]
+
+
+def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights=None, probe_cfg=None,
+                  log=None) -> Selection:
+    log = log or (lambda *_: None)
+    if cfg.strategy not in STRATEGIES:
+        raise ProbscaleError(f"unknown selection strategy {cfg.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
+    costs = layer_costs(model)
+    check_budget(cfg.budget, costs)
+    total = sum(costs)
+    limit = cfg.budget * total
+    n = len(costs)
+    acc = report.weighted  # index 0 = embeddings
+    g = gains(acc)
+    k_max = max(k for k in range(1, n + 1) if sum(sorted(costs)[:k]) <= limit * (1 + 1e-9))
+
+    def bottom():
+        sub = []
+        for i in range(n):
+            if _fits(sub + [i], costs, limit):
+                sub.append(i)
+            else:
+                break
+        return tuple(sub)
+
+    def top():
+        order = sorted(range(n), key=lambda i: -acc[i + 1])
+        sub = []
+        for i in order:
+            if _fits(sub + [i], costs, limit):
+                sub.append(i)
+        return tuple(sorted(sub))
+
+    candidates = []
+    if cfg.strategy == "bottom":
+        chosen = bottom()
+    elif cfg.strategy == "top":
+        chosen = top()
+    elif cfg.strategy == "random":
+        subs = [s for s in _enumerate(costs, limit, cfg.max_enumerate) if len(s) == k_max]
+        chosen = random.Random(cfg.seed).choice(subs)
+    else:
+        subs = _enumerate(costs, limit, cfg.max_enumerate)
+        ranked = sorted(subs, key=lambda s: (-sum(g[i] for i in s), sum(costs[i] for i in s), s))
+        shortlist = []
+        for s in [*ranked[: cfg.max_candidates], bottom(), top()]:
+            if s not in shortlist:
+                shortlist.append(s)
+        if tokenizer is not None and tasks:
+            from probscale_edge.probe import ProbeConfig, probe_sample, probe_subnetwork
+
+            pcfg = probe_cfg or ProbeConfig()
+            samples = [probe_sample(t, pcfg) for t in tasks]
+            for s in shortlist:
+                sc = probe_subnetwork(model, tokenizer, tasks, weights, list(s), pcfg, samples=samples)
+                candidates.append({"layers": list(s), "additive": sum(g[i] for i in s), "composed": sc,
+                                   "non_embedding": sum(costs[i] for i in s)})
+                log(f"  candidate layers {list(s)}: composed probe {sc:.4f}")
+            best = max(candidates, key=lambda c: (c["composed"], -c["non_embedding"]))
+            chosen = tuple(best["layers"])
+        else:
+            chosen = ranked[0]
+    kept = sum(costs[i] for i in chosen)
+    return Selection(SubnetworkSpec(list(chosen)), kept / total, kept, candidates, cfg.strategy, cfg.budget)

@@ -1,0 +1,14 @@
+"""The edge runtime (installed as ``probscale_edge.runtime``): load a bundle, tokenize, predict, benchmark.
+
+Depends only on numpy, tokenizers and onnxruntime (or ai-edge-litert for .tflite bundles): never
+on torch or transformers, so it installs on phones, ARM boards and slim containers.
+
+    from probscale_edge.runtime import Predictor
+    p = Predictor("bundle/")
+    p.predict(["a gripping, beautifully shot film"])  # -> [Prediction(label='fresh', ...)]
+"""
+
+from probscale_edge.runtime.bundle import FORMAT_VERSION, load_manifest, verify_bundle
+from probscale_edge.runtime.predictor import Prediction, Predictor
+
+__all__ = ["Predictor", "Prediction", "load_manifest", "verify_bundle", "FORMAT_VERSION"]

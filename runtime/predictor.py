@@ -1,0 +1,170 @@
+"""Predictor: bundle -> tokenizer + inference session -> labels and probabilities (no torch)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from probscale_edge.errors import BundleError, ProbscaleError
+from probscale_edge.runtime.bundle import load_manifest, verify_bundle
+
+BACKENDS = ("onnxruntime", "litert")
+
+
+@dataclass
+class Prediction:
+    label: str
+    index: int
+    score: float
+    probabilities: list
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+class _OrtBackend:
+    def __init__(self, path: Path, threads: int | None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feed: dict) -> np.ndarray:
+        return self.session.run(None, {k: feed[k] for k in self.inputs})[0]
+
+
+class _LiteRTBackend:
+    """LiteRT (successor of tflite-runtime). TFLite graphs have a fixed sequence length."""
+
+    def __init__(self, path: Path, threads: int | None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            try:
+                from tflite_runtime.interpreter import Interpreter  # devices that only have the old wheel
+            except ImportError:
+                raise ProbscaleError("this bundle holds a .tflite model but no LiteRT interpreter is installed",
+                                     "pip install ai-edge-litert")
+        self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
+        self.interp.allocate_tensors()
+        self.in_details = {d["name"]: d for d in self.interp.get_input_details()}
+        self.out = self.interp.get_output_details()[0]
+        self.inputs = list(self.in_details)
+
+    def _key(self, name):
+        for k in self.in_details:
+            if name in k:
+                return k
+        raise BundleError(f"TFLite model has no input like {name}", "rebuild the bundle")
+
+    def run(self, feed):
+        outs = []
+        n = next(iter(feed.values())).shape[0]
+        for i in range(n):  # TFLite graphs are exported at batch 1
+            for name, arr in feed.items():
+                try:
+                    k = self._key(name)
+                except BundleError:
+                    continue
+                d = self.in_details[k]
+                self.interp.set_tensor(d["index"], arr[i:i + 1].astype(d["dtype"]))
+            self.interp.invoke()
+            outs.append(self.interp.get_tensor(self.out["index"]).copy())
+        return np.concatenate(outs)
+
+
+class Predictor:
+    """Load a bundle (verifying every checksum) and predict labels for texts.
+
+    ``backend``: onnxruntime (``.onnx`` / ``.ort``) or litert (``.tflite``); default from the manifest.
+    ``threads``: intra-op threads (None: the runtime's default).
+    """
+
+    def __init__(self, bundle, backend: str | None = None, threads: int | None = None, verify: bool = True,
+                 model_file: str | None = None):
+        t0 = time.perf_counter()
+        self.path = Path(bundle)
+        self.manifest = load_manifest(self.path)
+        if verify:
+            verify_bundle(self.path, self.manifest)
+        m = self.manifest["model"]
+        self.labels = list(self.manifest["labels"])
+        self.max_length = int(self.manifest["tokenizer"]["max_length"])
+        self.model_file = model_file or m["file"]
+        backend = backend or ("litert" if self.model_file.endswith(".tflite") else "onnxruntime")
+        if backend not in BACKENDS:
+            raise ProbscaleError(f"unknown backend {backend!r}", f"use {' or '.join(BACKENDS)}")
+        self.backend_name = backend
+        self.threads = threads
+        from tokenizers import Tokenizer
+
+        tk = self.manifest["tokenizer"]
+        self.tokenizer = Tokenizer.from_file(str(self.path / tk["file"]))
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+        self.tokenizer.no_padding()
+        self.pad_id = int(tk.get("pad_id", 0))
+        self.fixed_length = m.get("fixed_sequence_length")
+        mp = self.path / self.model_file
+        if not mp.exists():
+            raise BundleError(f"bundle model file {self.model_file} is missing", "rebuild the bundle")
+        self.backend = (_OrtBackend if backend == "onnxruntime" else _LiteRTBackend)(mp, threads)
+        self.input_names = list(m.get("inputs", self.backend.inputs))
+        self.init_seconds = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ pre/post-processing
+    def encode(self, texts, pairs=None) -> dict:
+        """Token ids, attention mask and type ids, padded to the longest text (or the fixed length)."""
+        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        if pairs is not None:
+            encs = self.tokenizer.encode_batch(list(zip(texts, [str(p) for p in pairs])))
+        else:
+            encs = self.tokenizer.encode_batch(texts)
+        width = self.fixed_length or max((len(e.ids) for e in encs), default=1)
+        n = len(encs)
+        ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
+        for i, e in enumerate(encs):
+            k = min(len(e.ids), width)
+            ids[i, :k] = e.ids[:k]
+            mask[i, :k] = 1
+            types[i, :k] = e.type_ids[:k]
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def logits(self, texts, pairs=None, batch_size: int = 32) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        out = []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        res = [None] * len(texts)
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            feed = self.encode([texts[i] for i in idx], [pairs[i] for i in idx] if pairs is not None else None)
+            lg = self.backend.run(feed)
+            for j, i in enumerate(idx):
+                res[i] = lg[j]
+        out = np.stack(res) if res else np.zeros((0, len(self.labels)), np.float32)
+        return out.astype(np.float32)
+
+    def predict(self, texts, pairs=None, batch_size: int = 32) -> list[Prediction]:
+        probs = softmax(self.logits(texts, pairs, batch_size))
+        out = []
+        for p in probs:
+            i = int(p.argmax())
+            out.append(Prediction(self.labels[i], i, float(p[i]), [float(x) for x in p]))
+        return out
+
+    def accuracy(self, texts, labels, pairs=None, batch_size: int = 32) -> float:
+        lg = self.logits(texts, pairs, batch_size)
+        return float((lg.argmax(-1) == np.asarray(labels)).mean()) if len(labels) else float("nan")
