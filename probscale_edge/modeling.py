@@ -255,7 +255,12 @@ def load_classifier(folder) -> tuple[EncoderClassifier, object, dict]:
         kk = k if k in own else (k[len(prefix) + 1:] if prefix and k.startswith(prefix + ".") else k)
         fixed[kk] = v
     missing, unexpected = encoder.load_state_dict(fixed, strict=False)
-    missing = [m for m in missing if not m.endswith("position_ids")]
+    # tied weights (e.g. T5's encoder.embed_tokens is shared.weight) are saved once
+    ptr = {}
+    for k, v in encoder.state_dict(keep_vars=True).items():
+        ptr.setdefault(v.data_ptr(), []).append(k)
+    aliases = {k for ks in ptr.values() if any(x in fixed for x in ks) for k in ks}
+    missing = [m for m in missing if not m.endswith("position_ids") and m not in aliases]
     if missing or unexpected:
         raise ProbscaleError(f"{folder} weights do not match its shapes (missing {missing[:3]}, unexpected {unexpected[:3]})",
                              "rebuild the model folder")

@@ -53,6 +53,9 @@ def _slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
 def prune_heads(encoder, adapter, layer, keep_heads: list[int]) -> None:
     if not keep_heads:
         raise ProbscaleError("a layer must keep at least one attention head", "drop the whole layer instead")
+    if not adapter.supports_head_pruning:
+        raise ProbscaleError(f"head pruning is not supported for {encoder.config.model_type} (its position bias is shared "
+                             "across layers)", "prune whole layers and FFN neurons for this family")
     hd = adapter.head_dim(encoder)
     idx = torch.tensor([h * hd + j for h in sorted(keep_heads) for j in range(hd)], dtype=torch.long)
     q, k, v, o = adapter.attention_linears(layer)

@@ -45,6 +45,9 @@ class Adapter:
     heads_key: str = "num_attention_heads"
     ffn_key: str = "intermediate_size"
     uses_token_type_ids: bool = True
+    # families whose attention bias is shared across layers (T5, MPNet) need per-layer head maps
+    # to prune heads; not implemented yet, so head pruning is refused for them with a clear error
+    supports_head_pruning: bool = True
     # roles inside one layer: dotted paths relative to the layer
     q: str = ""
     k: str = ""

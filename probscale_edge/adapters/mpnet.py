@@ -8,6 +8,7 @@ class MPNetAdapter(Adapter):
     model_types = ("mpnet",)
     layers_path = "encoder.layer"
     uses_token_type_ids = False
+    supports_head_pruning = False
     q = "attention.attn.q"
     k = "attention.attn.k"
     v = "attention.attn.v"

@@ -14,6 +14,7 @@ class T5EncoderAdapter(Adapter):
     heads_key = "num_heads"
     ffn_key = "d_ff"
     uses_token_type_ids = False
+    supports_head_pruning = False
     q = "layer.0.SelfAttention.q"
     k = "layer.0.SelfAttention.k"
     v = "layer.0.SelfAttention.v"

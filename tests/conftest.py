@@ -1,0 +1,116 @@
+"""Shared fixtures. Tiny random-init models are for shapes, parity and surgery only; accuracy
+claims come from the real-model tests (`-m slow`), which build on the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_env():
+    """The asset cache (shared with the user's cache unless PROBSCALE_EDGE_CACHE is set)."""
+    from probscale_edge.assets import cache_dir
+
+    return cache_dir()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(cache_env):
+    from probscale_edge.assets import fetch
+
+    return fetch("all-MiniLM-L6-v2")
+
+
+def make_tiny(model_type: str, folder: Path, tokenizer_src: Path | None = None, layers: int = 4, seed: int = 0):
+    """A random-init model folder of ``model_type`` with a real tokenizer (for shapes/parity only)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_src)) if tokenizer_src else None
+    vocab = tok.vocab_size if tok else 1000
+    if model_type == "t5":
+        from transformers import T5Config, T5EncoderModel
+
+        cfg = T5Config(vocab_size=vocab, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=layers,
+                       num_decoder_layers=layers, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+        model = T5EncoderModel(cfg)
+    else:
+        from transformers import AutoConfig, AutoModel
+
+        kw = dict(vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=160, pad_token_id=0)
+        if model_type == "distilbert":
+            kw = dict(vocab_size=vocab, dim=32, n_layers=layers, n_heads=4, hidden_dim=64, max_position_embeddings=160,
+                      pad_token_id=0)
+        if model_type in ("roberta", "xlm-roberta", "camembert"):
+            kw["pad_token_id"] = 1
+            kw["max_position_embeddings"] = 162
+            kw["type_vocab_size"] = 1
+        if model_type == "mpnet":
+            kw["pad_token_id"] = 1
+            kw["max_position_embeddings"] = 162
+        if model_type == "electra":
+            kw["embedding_size"] = 32
+        cfg = AutoConfig.for_model(model_type, **kw)
+        model = AutoModel.from_config(cfg)
+    model.save_pretrained(str(folder))
+    if tok:
+        tok.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm_dir):
+    return make_tiny("bert", tmp_path_factory.mktemp("tiny") / "tiny-bert", minilm_dir)
+
+
+def write_csv(path: Path, rows, header=("text", "label")):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory):
+    """A small, learnable two-class text task (synthetic; used only with tiny random models)."""
+    rng = random.Random(0)
+    pos = ["great", "wonderful", "superb", "lovely", "excellent", "brilliant"]
+    neg = ["awful", "terrible", "dreadful", "boring", "horrible", "poor"]
+    rows = []
+    for i in range(240):
+        y = i % 2
+        words = rng.sample(pos if y else neg, 2) + rng.sample(["film", "plot", "cast", "story", "score"], 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words), "pos" if y else "neg"))
+    return write_csv(tmp_path_factory.mktemp("toy") / "toy.csv", rows)
+
+
+@pytest.fixture(scope="session")
+def real_bundle(tmp_path_factory):
+    """The README's default build: all-MiniLM-L6-v2 on rotten_tomatoes, budget 1/3, --target arm64.
+
+    Built once per session through the CLI, exactly as a user runs it; reused by later tests."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("real") / "bundle"
+    summary = out.parent / "summary.json"
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "probscale_edge", "build", "--target", "arm64", "-o", str(out), "--json", str(summary)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    print(proc.stdout[-4000:])
+    print(proc.stderr[-4000:], file=sys.stderr)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out

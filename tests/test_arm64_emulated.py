@@ -1,0 +1,161 @@
+"""The runtime on aarch64 (qemu-user emulation, Neoverse-N1) predicts exactly what it predicts on x86.
+
+Correctness only: emulated time is printed as emulated seconds, never as ARM latency.
+By default a tiny random-init int8 bundle (built here) is used; with PROBSCALE_EDGE_REAL=1 the
+session's real bundle (all-MiniLM-L6-v2 on rotten_tomatoes, --target arm64) is used instead.
+No skip: if qemu-user cannot be installed this test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+N_EXAMPLES = int(os.environ.get("PROBSCALE_EDGE_ARM64_EXAMPLES", "256"))
+MAX_ABS_LOGIT = 1e-3  # int8 kernels differ per ISA only in float rounding of the dequantized result
+
+
+def build_tiny_bundle(folder: Path, model_dir: Path, labels=("negative", "positive"), seed: int = 0) -> Path:
+    """An int8 (arm64 preset) bundle of a tiny random-init BERT with the MiniLM tokenizer.
+
+    For shapes and parity only. The classifier weights are scaled up so that the logit margins are
+    large enough for an argmax comparison to mean something."""
+    import torch
+
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
+    from probscale_edge.modeling import EncoderClassifier, load_encoder
+    from probscale_edge.runtime.bundle import file_entries
+
+    torch.manual_seed(seed)
+    enc, tok, _ = load_encoder(str(model_dir))
+    model = EncoderClassifier(enc, len(labels)).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(20.0)
+    folder = Path(folder)
+    work = folder.parent / f".{folder.name}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    stage = work / "bundle"
+    stage.mkdir(parents=True)
+    rep = export_onnx(model, tok, work / "fp32.onnx", ExportConfig(max_length=128))
+    quantize_dynamic_int8(work / "fp32.onnx", stage / "model.onnx", PRESETS["arm64"])
+    tok.save_pretrained(str(work / "tok"))
+    shutil.copyfile(work / "tok" / "tokenizer.json", stage / "tokenizer.json")
+    if (work / "tok" / "vocab.txt").exists():
+        shutil.copyfile(work / "tok" / "vocab.txt", stage / "vocab.txt")
+    (stage / "labels.json").write_text(json.dumps(list(labels)))
+    manifest = {
+        "format_version": 1,
+        "created_by": "probscale-edge tests (tiny random-init bundle)",
+        "target": "arm64",
+        "labels": list(labels),
+        "model": {"file": "model.onnx", "format": "onnx", "precision": "int8", "inputs": rep["inputs"],
+                  "outputs": ["logits"], "pooling": "mean"},
+        "tokenizer": {"file": "tokenizer.json", "vocab_file": "vocab.txt", "max_length": 128,
+                      "pad_id": int(tok.pad_token_id or 0)},
+        "task": {"name": "tiny-random"},
+        "files": file_entries(stage, [p.name for p in stage.iterdir()]),
+    }
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(stage, folder)
+    shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_bert):
+    return build_tiny_bundle(tmp_path_factory.mktemp("tinybundle") / "bundle", tiny_bert)
+
+
+@pytest.fixture(scope="session")
+def arm64_bundle(request):
+    if os.environ.get("PROBSCALE_EDGE_REAL") == "1":
+        return Path(request.getfixturevalue("real_bundle"))
+    return request.getfixturevalue("tiny_bundle")
+
+
+@pytest.fixture(scope="session")
+def eval_texts():
+    from probscale_edge.data import load_task
+
+    texts = load_task("rotten_tomatoes", max_train=1).eval.texts
+    assert len(texts) >= N_EXAMPLES
+    return list(texts[:N_EXAMPLES])
+
+
+@pytest.fixture(scope="session")
+def arm64_env():
+    from probscale_edge.arm64 import ensure_arm64_env
+
+    t0 = time.time()
+    paths = ensure_arm64_env(log=print)  # raises (fails the test) if qemu-user cannot be installed
+    print(f"arm64 env ready in {time.time() - t0:.1f} s (built: {paths['built'] or 'nothing, cached'})")
+    return paths
+
+
+def test_emulated_aarch64_predictions_equal_x86(arm64_env, arm64_bundle, eval_texts):
+    from probscale_edge.arm64 import compare_with_native
+
+    assert len(eval_texts) >= 200
+    res = compare_with_native(arm64_bundle, eval_texts, threads=1, paths=arm64_env)
+    emu = res["emulated"]
+    print(json.dumps({k: v for k, v in res.items() if k != "emulated"}, indent=1))
+    print(json.dumps(emu, indent=1))
+    print(f"[arm64 emulated vs {platform.machine()}] {res['examples']} examples, argmax agree "
+          f"{res['argmax_agree']}/{res['examples']}, max |Δlogit| = {res['max_abs_logit_diff']:.3e} "
+          f"(emulated {emu['emulated_seconds']:.1f} s, NOT ARM latency)")
+    assert emu["machine"] == "aarch64"
+    assert emu["probscale_edge_file"].startswith(arm64_env["pkg"])  # the pushed pure-Python runtime, not the host's
+    assert emu["examples"] == len(eval_texts)
+    assert res["argmax_all_equal"], f"argmax differs on {res['examples'] - res['argmax_agree']} examples"
+    assert res["max_abs_logit_diff"] < MAX_ABS_LOGIT
+
+
+def test_emulated_interpreter_is_aarch64(arm64_env):
+    from probscale_edge.arm64 import run_emulated
+
+    proc = run_emulated(arm64_env, ["-c", "import platform, onnxruntime; print(platform.machine()); "
+                                          "print(open('/proc/cpuinfo').read().count('asimddp'))"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    machine, dp = proc.stdout.split()[:2]
+    assert machine == "aarch64"
+    assert int(dp) >= 1  # ORT sees the Neoverse-N1 cpuinfo (dot product), not the x86 host's
+
+
+@pytest.mark.parametrize("text,arch,preset,warn", [
+    ("processor: 0\nflags\t: fpu sse avx2 avx512f avx512_vnni\nmodel name: X\n", "x86_64", "avx512_vnni", False),
+    ("processor: 0\nflags\t: fpu sse avx2 avx512f\n", "x86_64", "avx512", True),
+    ("processor: 0\nflags\t: fpu sse avx2 avx_vnni\n", "x86_64", "x86_64", False),
+    ("processor: 0\nflags\t: fpu sse avx2\n", "x86_64", "avx2", True),
+    ("processor: 0\nflags\t: fpu sse sse2\n", "x86_64", "x86_64", True),
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp i8mm\nCPU implementer\t: 0x41\n", "aarch64",
+     "arm64", False),
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32\nCPU implementer\t: 0x41\nCPU part\t: 0xd03\n",
+     "aarch64", "arm64", True),  # Cortex-A53: no dot product
+])
+def test_detect_cpu_features(text, arch, preset, warn):
+    from probscale_edge.arm64 import detect_cpu_features
+
+    d = detect_cpu_features(text)
+    assert d["arch"] == arch
+    assert d["recommended_preset"] == preset
+    assert bool(d["int8_warning"]) == warn
+    if arch == "aarch64" and "i8mm" in text:
+        assert d["features"]["asimddp"] and d["features"]["i8mm"]
+
+
+def test_detect_cpu_features_local():
+    from probscale_edge.arm64 import detect_cpu_features
+
+    d = detect_cpu_features()
+    assert d["arch"] in ("x86_64", "aarch64") or d["int8_warning"]
+    assert d["recommended_preset"] in (None, "arm64", "avx2", "avx512", "avx512_vnni", "x86_64")
