@@ -321,7 +321,7 @@ def _pip_target(dest_tmp: Path, reqs: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def _build_site(root: Path, qemu: str, sysroot: Path, pin: bool, log) -> Path:
+def _build_site(root: Path, qemu: str, sysroot: Path, pin: bool, log, built: list) -> Path:
     versions = _host_versions() if pin else {n: None for n in WHEELS}
     pinned = [f"{n}=={v}" if v else n for n, v in versions.items()]
     key = hashlib.sha256(json.dumps([pinned, WHEEL_PLATFORMS]).encode()).hexdigest()[:12]
@@ -358,6 +358,7 @@ def _build_site(root: Path, qemu: str, sysroot: Path, pin: bool, log) -> Path:
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(tmp / "site", dest)
+            built.append("site")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
@@ -433,7 +434,7 @@ def ensure_arm64_env(cache_dir=None, log=print, install: bool = True, pin_versio
                 _build_sysroot(sysroot, qemu, install, log)
                 built.append("sysroot")
     _write_cpuinfo(sysroot)
-    site = _build_site(root, qemu, sysroot, pin_versions, log)
+    site = _build_site(root, qemu, sysroot, pin_versions, log, built)
     pkg = _build_pkg(root)
     return {"root": str(root), "qemu": qemu, "sysroot": str(sysroot), "native_arm": native,
             "python": str(sysroot / "usr" / "bin" / f"python{PYTHON_VERSION}"), "site": str(site), "pkg": str(pkg),
@@ -506,11 +507,37 @@ def run_emulated_predict(bundle, texts, threads: int = 1, batch_size: int = 32, 
         return np.load(tmp / "logits.npy")
 
 
+def x86_int8_saturates(manifest: dict, cpu: dict | None = None) -> tuple[bool, str]:
+    """Whether this x86 host's int8 kernels give *different* numbers than ARM's for this bundle.
+
+    ONNX Runtime's u8*s8 kernels on AVX2/AVX-512 without VNNI add pairs of products in int16
+    (vpmaddubsw), which saturates unless the weights use 7 bits (``reduce_range``). ARM's sdot/udot and
+    x86 VNNI accumulate in int32 and are exact. So an arm64-preset bundle (reduce_range off) is expected
+    to differ between ARM and such an x86 host; the ARM result is the exact one."""
+    cpu = cpu or detect_cpu_features()
+    model = manifest.get("model", {})
+    q = manifest.get("quantization") or {}
+    params = q.get("params") or q.get("preset") or {}
+    if (model.get("precision") or q.get("precision")) != "int8":
+        return False, "fp32 model: no int8 kernels"
+    if cpu.get("arch") != "x86_64":
+        return False, "host is not x86"
+    f = cpu.get("features", {})
+    if f.get("avx512_vnni") or f.get("avx_vnni"):
+        return False, "host has VNNI (int32 accumulation, like ARM's dot product)"
+    if params.get("reduce_range"):
+        return False, "bundle uses reduce_range (7-bit weights cannot saturate int16)"
+    return True, ("x86 host without VNNI and a bundle quantized without reduce_range: ONNX Runtime's AVX2 u8*s8 "
+                  "kernel (vpmaddubsw) saturates int16 sums on this host, ARM's dot product does not, so logits "
+                  "differ by more than rounding; the ARM numbers are the exact ones")
+
+
 def compare_with_native(bundle, texts, threads: int = 1, paths: dict | None = None, log=print) -> dict:
     """Emulated aarch64 vs this machine's native runtime on the same texts: argmax agreement and max |Δlogit|."""
     import numpy as np
 
     from probscale_edge.runtime import Predictor
+    from probscale_edge.runtime.bundle import load_manifest
 
     t0 = time.time()
     native = Predictor(bundle, threads=threads).logits(list(texts))
@@ -519,6 +546,14 @@ def compare_with_native(bundle, texts, threads: int = 1, paths: dict | None = No
     emu = run_emulated_predict(bundle, texts, threads=threads, paths=paths, info=info)
     diff = float(np.abs(emu - native).max()) if len(texts) else 0.0
     agree = int((emu.argmax(-1) == native.argmax(-1)).sum())
+    srt = np.sort(native, -1)
+    margin = (srt[:, -1] - srt[:, -2]) if native.shape[-1] > 1 else np.abs(native[:, 0])
+    sat, why = x86_int8_saturates(load_manifest(bundle))
     return {"examples": len(texts), "argmax_agree": agree, "argmax_all_equal": agree == len(texts),
-            "max_abs_logit_diff": diff, "native_machine": platform.machine(), "emulated": info,
+            "max_abs_logit_diff": diff, "mean_abs_logit_diff": float(np.abs(emu - native).mean()) if len(texts) else 0.0,
+            "max_abs_logit": float(np.abs(native).max()) if len(texts) else 0.0,
+            "min_top2_margin": float(margin.min()) if len(texts) else None,
+            "class_counts": np.bincount(native.argmax(-1), minlength=native.shape[-1]).tolist(),
+            "x86_int8_saturation_expected": sat, "saturation_reason": why,
+            "native_machine": platform.machine(), "emulated": info,
             "native_seconds": round(native_s, 2), "note": EMULATION_NOTE}

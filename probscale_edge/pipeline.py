@@ -337,6 +337,20 @@ def _versions() -> dict:
     return out
 
 
+def _write_wordpiece_vocab(tokenizer_json: Path, out: Path) -> bool:
+    """vocab.txt (one token per line, by id) for WordPiece tokenizers: what mobile tokenizers read."""
+    tj = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    model = tj.get("model", {})
+    if model.get("type") != "WordPiece":
+        return False
+    vocab = model["vocab"]
+    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+    if [i for _, i in by_id] != list(range(len(by_id))):
+        raise ProbscaleError("the tokenizer's WordPiece ids are not contiguous", "report this tokenizer")
+    out.write_text("".join(t + "\n" for t, _ in by_id), encoding="utf-8")
+    return True
+
+
 def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_counts, pruned_counts, teacher_acc,
                   student_acc, onnx_fp32_acc, q, names, fp32_path, t_start, log, teacher, tok):
     from probscale_edge.runtime.bundle import file_entries
@@ -347,8 +361,7 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
     tok_dir = work / "tok"
     tokenizer.save_pretrained(str(tok_dir))
     shutil.copyfile(tok_dir / "tokenizer.json", stage / "tokenizer.json")
-    if (tok_dir / "vocab.txt").exists():
-        shutil.copyfile(tok_dir / "vocab.txt", stage / "vocab.txt")
+    _write_wordpiece_vocab(stage / "tokenizer.json", stage / "vocab.txt")
     (stage / "labels.json").write_text(json.dumps(task.label_names, indent=1))
     int8_acc = q.get("accuracy", onnx_fp32_acc)
     tk = json.loads((tok_dir / "tokenizer_config.json").read_text()) if (tok_dir / "tokenizer_config.json").exists() else {}

@@ -131,6 +131,8 @@ def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, 
         chosen = random.Random(cfg.seed).choice(subs)
     else:
         subs = _enumerate(costs, limit, cfg.max_enumerate)
+        # only maximal subsets: a layer that still fits the budget is worth keeping
+        subs = [s for s in subs if not any(i not in s and _fits(s + (i,), costs, limit) for i in range(n))]
         ranked = sorted(subs, key=lambda s: (-sum(g[i] for i in s), sum(costs[i] for i in s), s))
         shortlist = []
         for s in [*ranked[: cfg.max_candidates], bottom(), top()]:
