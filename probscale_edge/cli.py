@@ -96,6 +96,10 @@ def main():
 @click.option("--budget", type=float, default=1 / 3, show_default="0.333",
               help="Fraction of the non-embedding parameters kept.")
 @click.option("--strategy", default="probscale", show_default=True, help="probscale | bottom | top | random")
+@click.option("--granularity", default="unit", show_default=True,
+              help="layer: whole layers only | unit: layers, then attention heads and FFN neurons (Fisher).")
+@click.option("--layer-budget", type=float, default=None,
+              help="With --granularity unit: budget for choosing layers (default 2 x --budget).")
 @click.option("--recover", "recover_mode", default="distill", show_default=True, help="none | head | finetune | distill")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
 @click.option("--pooling", default="mean", show_default=True, help="mean | cls")
@@ -110,7 +114,7 @@ def main():
 @click.option("--no-cache", is_flag=True, help="Do not reuse a cached fine-tuned teacher.")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, recover_mode, epochs, pooling, max_accuracy_drop, precision, max_eval, seed, output, force,
+          strategy, granularity, layer_budget, recover_mode, epochs, pooling, max_accuracy_drop, precision, max_eval, seed, output, force,
           allow_pickle, no_cache, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
     if target not in TARGETS:
@@ -128,7 +132,8 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       label_column=label_column, text_pair_column=text_pair_column, pooling=pooling,
                       max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
                       use_cache=not no_cache, probe=ProbeConfig(pooling=pooling),
-                      select=SelectConfig(budget=budget, strategy=strategy),
+                      select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
+                                          layer_budget=layer_budget),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed),
                       quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision})
     manifest = run_build(cfg)
@@ -282,7 +287,7 @@ def select_cmd(model, probe_path, budget, strategy, output):
     else:
         enc, _, _ = load_encoder(model)
         m = EncoderClassifier(enc, 2)
-    sel = select_layers(m, rep, SelectConfig(budget=budget, strategy=strategy))
+    sel = select_layers(m, rep, SelectConfig(budget=budget, strategy=strategy, granularity="layer"))
     write_json(sel.to_dict(), output)
     click.echo(f"kept layers {sel.spec.keep_layers}: {sel.kept_fraction:.3f} of non-embedding parameters")
 

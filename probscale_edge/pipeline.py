@@ -230,17 +230,20 @@ def _build(cfg: BuildConfig, log) -> dict:
     log("  weighted probe accuracy by layer: " + " ".join(f"{a:.3f}" for a in report.weighted))
 
     # ---- select
-    from probscale_edge.select import select_layers
+    from probscale_edge.select import select as select_subnetwork
 
     t0 = time.time()
     scfg = cfg.select
     scfg.budget = cfg.budget
     scfg.seed = cfg.seed
     log(f"selecting a subnetwork under budget {cfg.budget:.3f} ({scfg.strategy}) ...")
-    selection = select_layers(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
+    selection = select_subnetwork(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
                               probe_cfg=pcfg, log=log)
     stages["select"] = {**selection.to_dict(), "seconds": round(time.time() - t0, 1)}
-    log(f"  kept layers {selection.spec.keep_layers}: {selection.kept_fraction:.3f} of non-embedding parameters")
+    shapes_note = ""
+    if selection.spec.heads or selection.spec.ffn:
+        shapes_note = f" (heads/FFN pruned in layers {sorted(set(selection.spec.heads) | set(selection.spec.ffn), key=int)})"
+    log(f"  kept layers {selection.spec.keep_layers}{shapes_note}: {selection.kept_fraction:.3f} of non-embedding parameters")
 
     staging_parent = out.resolve().parent
     work = Path(tempfile.mkdtemp(dir=staging_parent, prefix=f".{out.name}.build-"))

@@ -31,6 +31,8 @@ class SelectConfig:
     max_candidates: int = 6  # subsets checked by probing the composed subnetwork
     max_enumerate: int = 200_000  # exact enumeration limit
     seed: int = 0
+    granularity: str = "unit"  # layer: whole layers only | unit: layers, then heads and FFN neurons
+    layer_budget: float | None = None  # unit granularity: budget for choosing layers (default 2 x budget)
 
 
 @dataclass
@@ -90,15 +92,41 @@ def gains(weighted_acc: list[float]) -> list[float]:
     return [weighted_acc[i + 1] - weighted_acc[i] for i in range(len(weighted_acc) - 1)]
 
 
+def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights=None, probe_cfg=None,
+           log=None) -> Selection:
+    """Layers (probe-guided), then, with unit granularity, heads and FFN neurons (Fisher) to the budget."""
+    log = log or (lambda *_: None)
+    if cfg.granularity not in ("layer", "unit"):
+        raise ProbscaleError(f"unknown granularity {cfg.granularity!r}", "use --granularity layer or unit")
+    costs = layer_costs(model)
+    check_budget(cfg.budget, costs)
+    if cfg.granularity == "layer":
+        return select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log)
+    layer_budget = min(1.0, cfg.layer_budget or 2 * cfg.budget)
+    sel = select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log, budget=layer_budget)
+    if tokenizer is None or not tasks:
+        raise ProbscaleError("unit granularity needs task data to score heads and neurons", "use --granularity layer")
+    from probscale_edge.importance import allocate, unit_importance
+
+    keep = sel.spec.keep_layers
+    log(f"  scoring heads and FFN neurons of layers {keep} (Fisher) ...")
+    scores = unit_importance(model, tokenizer, tasks, weights, layer_ids=keep)
+    total = sum(costs)
+    al = allocate(model, keep, scores, int(cfg.budget * total))
+    spec = SubnetworkSpec(list(keep), al["heads"], al["ffn"])
+    return Selection(spec, al["params"] / total, al["params"], sel.candidates, cfg.strategy, cfg.budget)
+
+
 def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights=None, probe_cfg=None,
-                  log=None) -> Selection:
+                  log=None, budget: float | None = None) -> Selection:
     log = log or (lambda *_: None)
     if cfg.strategy not in STRATEGIES:
         raise ProbscaleError(f"unknown selection strategy {cfg.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
     costs = layer_costs(model)
-    check_budget(cfg.budget, costs)
+    budget = cfg.budget if budget is None else budget
+    check_budget(budget, costs)
     total = sum(costs)
-    limit = cfg.budget * total
+    limit = budget * total
     n = len(costs)
     acc = report.weighted  # index 0 = embeddings
     g = gains(acc)
@@ -153,4 +181,4 @@ def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, 
         else:
             chosen = ranked[0]
     kept = sum(costs[i] for i in chosen)
-    return Selection(SubnetworkSpec(list(chosen)), kept / total, kept, candidates, cfg.strategy, cfg.budget)
+    return Selection(SubnetworkSpec(list(chosen)), kept / total, kept, candidates, cfg.strategy, budget)

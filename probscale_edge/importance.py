@@ -1,0 +1,163 @@
+"""Importance of attention heads and FFN neurons for the weighted tasks (Fisher information).
+
+For each unit u with activation a_u (a head's context vector, an FFN neuron's output) the score is
+the empirical Fisher of a mask on it, sum over examples of (sum over tokens of a_u * dL/da_u)^2,
+with L the task loss through the fine-tuned task head (Kwon et al. 2022, as a criterion only).
+Scores are gathered with forward hooks on the attention output and FFN output projections, so the
+same code works for every family through its adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ImportanceConfig:
+    max_examples: int = 512
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+
+
+def unit_importance(model, tokenizer, tasks, weights, cfg: ImportanceConfig | None = None, layer_ids=None) -> dict:
+    """-> {"heads": [np.array(num_heads)] per layer, "ffn": [np.array(ffn)] per layer} (task-weighted)."""
+    from probscale_edge.data import stratified_sample
+    from probscale_edge.modeling import tokenize
+
+    cfg = cfg or ImportanceConfig()
+    adapter = model.adapter
+    layers = adapter.layers(model.encoder)
+    layer_ids = list(range(len(layers))) if layer_ids is None else list(layer_ids)
+    hd = adapter.head_dim(model.encoder)
+    captured = {}
+
+    def hook(key):
+        def fn(mod, inp):
+            x = inp[0]
+            x.retain_grad()
+            captured[key] = x
+        return fn
+
+    handles = []
+    for li in layer_ids:
+        _, _, _, o = adapter.attention_linears(layers[li])
+        _, fo = adapter.ffn_linears(layers[li])
+        handles.append(o.register_forward_pre_hook(hook(("h", li))))
+        handles.append(fo.register_forward_pre_hook(hook(("f", li))))
+    heads = {li: 0.0 for li in layer_ids}
+    ffn = {li: 0.0 for li in layer_ids}
+    was_training = model.training
+    model.eval()  # no dropout: scores of the deterministic network
+    wsum = float(sum(weights))
+    try:
+        for task, w in zip(tasks, weights):
+            idx = stratified_sample(task.train.labels, cfg.max_examples, seed=cfg.seed)
+            s = task.train.subset(idx)
+            # a multi-task model has one head; for secondary tasks the loss uses the model's own predictions
+            for b in range(0, len(s), cfg.batch_size):
+                enc = tokenize(tokenizer, s.texts[b:b + cfg.batch_size],
+                               s.pairs[b:b + cfg.batch_size] if s.pairs else None, cfg.max_length)
+                model.zero_grad(set_to_none=True)
+                logits = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+                if task is tasks[0]:
+                    y = torch.tensor(s.labels[b:b + cfg.batch_size])
+                else:
+                    y = logits.argmax(-1).detach()
+                F.cross_entropy(logits, y, reduction="sum").backward()
+                mask = enc["attention_mask"].unsqueeze(-1).float()
+                for li in layer_ids:
+                    x = captured[("h", li)]
+                    g = x.grad * mask
+                    per = (x.detach() * g)  # [B, L, H*d]
+                    B, L, D = per.shape
+                    hs = per.view(B, L, D // hd, hd).sum(-1).sum(1)  # [B, H]
+                    heads[li] = heads[li] + (w / wsum) * (hs ** 2).sum(0).numpy()
+                    x = captured[("f", li)]
+                    per = x.detach() * x.grad * mask
+                    ffn[li] = ffn[li] + (w / wsum) * (per.sum(1) ** 2).sum(0).numpy()
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {"heads": {li: np.asarray(heads[li], dtype=np.float64) for li in layer_ids},
+            "ffn": {li: np.asarray(ffn[li], dtype=np.float64) for li in layer_ids}}
+
+
+def unit_costs(model) -> dict:
+    """Parameters removed with one head / one FFN neuron (weights and biases of the four / two linears)."""
+    a = model.adapter
+    layer = a.layers(model.encoder)[0]
+    q, k, v, o = a.attention_linears(layer)
+    hd = a.head_dim(model.encoder)
+    hidden = q.in_features
+    head = 3 * (hidden * hd + (hd if q.bias is not None else 0)) + hidden * hd
+    fi, fo = a.ffn_linears(layer)
+    neuron = hidden + (1 if fi.bias is not None else 0) + fo.out_features
+    return {"head": head, "neuron": neuron}
+
+
+def allocate(model, keep_layers, scores, target_params: int, min_heads: int = 1, min_neurons: int = 16) -> dict:
+    """Choose heads and neurons in ``keep_layers`` so that those layers hold at most ``target_params``.
+
+    Heads and neurons are ranked globally, each by its Fisher score divided by the mean score of its
+    kind in its layer (so layers compare on one scale), and removed lowest first; attention and
+    FFN lose the same fraction of their parameters, so neither is emptied. Allocation per layer is
+    non-uniform. Returns {"heads": {layer: [kept]}, "ffn": {layer: [kept]}, "params": int}.
+    """
+    a = model.adapter
+    layers = a.layers(model.encoder)
+    cost = unit_costs(model)
+    base = {li: sum(p.numel() for p in layers[li].parameters()) for li in keep_layers}
+    total_now = sum(base.values())
+    if total_now <= target_params:
+        return {"heads": {}, "ffn": {}, "params": total_now}
+    shapes = {li: a.layer_shape(model.encoder, layers[li]) for li in keep_layers}
+    att_params = sum(shapes[li]["heads"] * cost["head"] for li in keep_layers)
+    ffn_params = sum(shapes[li]["ffn"] * cost["neuron"] for li in keep_layers)
+    to_remove = total_now - target_params
+    frac = min(0.999, to_remove / max(1, att_params + ffn_params))
+
+    def ranked(kind):
+        items = []
+        for li in keep_layers:
+            s = scores[kind][li]
+            norm = s / (s.mean() + 1e-12)
+            items += [(float(norm[j]), li, j) for j in range(len(s))]
+        return sorted(items)
+
+    keep = {"heads": {li: set(range(shapes[li]["heads"])) for li in keep_layers},
+            "ffn": {li: set(range(shapes[li]["ffn"])) for li in keep_layers}}
+    removed = 0
+    for kind, unit, floor, budget in (("heads", "head", min_heads, frac * att_params),
+                                      ("ffn", "neuron", min_neurons, frac * ffn_params)):
+        if not a.supports_head_pruning and kind == "heads":
+            continue
+        got = 0
+        for _, li, j in ranked(kind):
+            if got + cost[unit] > budget + 1e-9:
+                continue
+            if len(keep[kind][li]) <= floor:
+                continue
+            keep[kind][li].discard(j)
+            got += cost[unit]
+        removed += got
+    # families without head pruning: take the rest from the FFN
+    short = to_remove - removed
+    if short > 0:
+        for _, li, j in ranked("ffn"):
+            if short <= 0:
+                break
+            if j in keep["ffn"][li] and len(keep["ffn"][li]) > min_neurons:
+                keep["ffn"][li].discard(j)
+                short -= cost["neuron"]
+                removed += cost["neuron"]
+    out = {"heads": {str(li): sorted(v) for li, v in keep["heads"].items() if len(v) < shapes[li]["heads"]},
+           "ffn": {str(li): sorted(v) for li, v in keep["ffn"].items() if len(v) < shapes[li]["ffn"]},
+           "params": total_now - removed}
+    return out

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian/Ubuntu machine (run as root or with sudo):
+# the Python build + test extras, and the system tools some tests drive for real
+# (qemu-user for emulated aarch64, OpenSSH for the profiling test, a JDK + JUnit for android_demo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# torch first, pinned: a CPU build (an unpinned torch would pull a multi-GB CUDA build)
+$PY -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+$PY -m pip install --quiet --disable-pip-version-check -c <(echo "torch==2.13.0") -e ".[build,test]"
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+need=()
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
+[ -f /usr/share/java/junit4.jar ] || need+=(junit4)
+if [ ${#need[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "test dependencies installed"
