@@ -319,6 +319,20 @@ def _build(cfg: BuildConfig, log) -> dict:
         q["seconds"] = round(time.time() - t0, 1)
         stages["quantize"] = q
 
+        # ---- mobile format (.ort + required operators) for ARM / Android targets
+        if cfg.target in ("arm64", "android"):
+            from probscale_edge.converters.mobile import to_ort
+
+            t0 = time.time()
+            mob = to_ort(model_path, work / "mobile", target_platform="arm")
+            ort_acc = evaluate(mob["ort"])
+            stages["mobile"] = {"file": "model.ort", "required_operators": "required_operators.config",
+                                "accuracy": ort_acc, "bytes": mob["ort"].stat().st_size,
+                                "matches_onnx": abs(ort_acc - q.get("accuracy", onnx_fp32_acc)) < 1e-9,
+                                "seconds": round(time.time() - t0, 1)}
+            log(f"[{'PASS' if stages['mobile']['matches_onnx'] else 'FAIL'}] ORT mobile format (.ort): "
+                f"accuracy {ort_acc:.4f}")
+
         # ---- bundle (staged, then renamed into place)
         manifest = _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_counts, pruned_counts,
                                  teacher_acc, student_acc, onnx_fp32_acc, q, names, fp32_path, t_start, log,
@@ -360,7 +374,14 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
 
     stage = work / "bundle"
     stage.mkdir()
-    shutil.copyfile(work / "model.onnx", stage / "model.onnx")
+    model_file = "model.onnx"
+    if cfg.target != "android":
+        shutil.copyfile(work / "model.onnx", stage / "model.onnx")
+    if "mobile" in stages:
+        shutil.copyfile(work / "mobile" / "model.ort", stage / "model.ort")
+        shutil.copyfile(work / "mobile" / "required_operators.config", stage / "required_operators.config")
+        if cfg.target == "android":
+            model_file = "model.ort"
     tok_dir = work / "tok"
     tokenizer.save_pretrained(str(tok_dir))
     shutil.copyfile(tok_dir / "tokenizer.json", stage / "tokenizer.json")
@@ -378,7 +399,8 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
         "task": task.summary(),
         "target": cfg.target,
         "labels": task.label_names,
-        "model": {"file": "model.onnx", "format": "onnx", "precision": q["precision"], "inputs": names,
+        "model": {"file": model_file, "format": "ort" if model_file.endswith(".ort") else "onnx",
+                  "precision": q["precision"], "inputs": names,
                   "outputs": ["logits"], "pooling": cfg.pooling, "opset": stages["export"]["opset"]},
         "tokenizer": {"file": "tokenizer.json", "vocab_file": "vocab.txt" if (stage / "vocab.txt").exists() else None,
                       "max_length": cfg.max_length, "pad_id": int(tokenizer.pad_token_id or 0),
@@ -401,10 +423,11 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
         },
         "quantization": {k: v for k, v in q.items() if k not in ("excluded_nodes",)} | {
             "excluded_nodes": q.get("excluded_nodes", [])},
+        "mobile": stages.get("mobile"),
         "sizes": {"full_fp32_weights_bytes": full_bytes, "pruned_onnx_fp32_bytes": fp32_bytes,
-                  "bundle_model_bytes": (stage / "model.onnx").stat().st_size},
+                  "bundle_model_bytes": (stage / model_file).stat().st_size},
         "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("tasks",)} if isinstance(v, dict) else v
-                   for k, v in stages.items() if k != "quantize"},
+                   for k, v in stages.items() if k not in ("quantize", "mobile")},
         "build_config": asdict(cfg),
         "tool_versions": _versions(),
         "build_seconds": None,

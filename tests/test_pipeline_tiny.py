@@ -25,8 +25,8 @@ def tiny_bundle(tmp_path_factory, tiny_bert, toy_csv):
 
 def test_bundle_layout_and_manifest(tiny_bundle):
     out, m = tiny_bundle
-    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "manifest.json", "model.onnx", "tokenizer.json",
-                                                     "vocab.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "manifest.json", "model.onnx", "model.ort",
+                                                     "required_operators.config", "tokenizer.json", "vocab.txt"]
     disk = json.loads((out / "manifest.json").read_text())
     assert disk["format_version"] == 1
     assert disk["target"] == "arm64"
@@ -36,7 +36,11 @@ def test_bundle_layout_and_manifest(tiny_bundle):
     assert p["original"]["total"] > p["pruned"]["total"] > p["pruned"]["embedding"]
     assert p["pruned"]["non_embedding"] < p["original"]["non_embedding"]
     assert disk["subnetwork"]["kept_fraction_non_embedding"] <= 0.5 + 1e-9
-    assert len(disk["subnetwork"]["spec"]["keep_layers"]) == 2  # 4 equal layers, budget 0.5
+    spec = disk["subnetwork"]["spec"]
+    # unit granularity (default): layers chosen under 2 x budget (all 4 here), then heads/FFN cut to the budget
+    assert len(spec["keep_layers"]) == 4 and (spec["heads"] or spec["ffn"])
+    shapes = disk["subnetwork"]["layer_shapes"]
+    assert sum(s["ffn"] for s in shapes) < 4 * 64 or sum(s["heads"] for s in shapes) < 4 * 4
     v = disk["validation"]
     assert v["onnx_parity_max_abs"] <= 1e-4
     assert v["reload_max_abs"] <= 1e-5
@@ -44,6 +48,8 @@ def test_bundle_layout_and_manifest(tiny_bundle):
         assert 0.0 <= v["accuracy"][k] <= 1.0
     for name, meta in disk["files"].items():
         assert (out / name).stat().st_size == meta["bytes"]
+    assert disk["mobile"]["matches_onnx"] is True
+    assert "com.microsoft;1;" in (out / "required_operators.config").read_text()
     assert set(disk["tool_versions"]) >= {"torch", "transformers", "onnxruntime", "python"}
 
 

@@ -1,0 +1,138 @@
+"""Bad input: one line naming the fix, exit status 2, and no bundle (or staging folder) left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import write_csv
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "probscale_edge", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_clean_failure(proc, out_dir, match):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    err_lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(err_lines) == 1, proc.stderr[-2000:]
+    assert match in err_lines[0], err_lines[0]
+    assert " -- fix: " in err_lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not out_dir.exists()
+    leftovers = [p for p in out_dir.parent.iterdir() if p.name.startswith(f".{out_dir.name}")]
+    assert not leftovers, leftovers
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "bundle"
+
+
+def test_missing_model_path(out, tmp_path):
+    p = run_cli("build", "--model", str(tmp_path / "nope"), "-o", str(out))
+    assert_clean_failure(p, out, "does not exist")
+
+
+def test_model_folder_without_weights(out, tmp_path, tiny_bert):
+    d = tmp_path / "noweights"
+    d.mkdir()
+    (d / "config.json").write_text((tiny_bert / "config.json").read_text())
+    p = run_cli("build", "--model", str(d), "-o", str(out))
+    assert_clean_failure(p, out, "has no weights")
+
+
+def test_pickle_only_checkpoint_refused(out, tmp_path, tiny_bert):
+    d = tmp_path / "pickled"
+    d.mkdir()
+    (d / "config.json").write_text((tiny_bert / "config.json").read_text())
+    (d / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    p = run_cli("build", "--model", str(d), "-o", str(out))
+    assert_clean_failure(p, out, "pickle")
+
+
+def test_unsupported_architecture(out, tmp_path):
+    d = tmp_path / "gpt"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
+    (d / "model.safetensors").write_bytes(b"\x00" * 16)
+    p = run_cli("build", "--model", str(d), "-o", str(out))
+    assert_clean_failure(p, out, "unsupported architecture 'gpt2'")
+
+
+def test_truncated_weights(out, tmp_path, tiny_bert):
+    import shutil
+
+    d = tmp_path / "trunc"
+    shutil.copytree(tiny_bert, d)
+    w = d / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    p = run_cli("build", "--model", str(d), "-o", str(out))
+    assert_clean_failure(p, out, "could not load the weights")
+
+
+def test_dataset_without_label_column(out, tmp_path, tiny_bert):
+    data = write_csv(tmp_path / "d.csv", [(f"t{i}", str(i % 2)) for i in range(10)], header=("text", "y"))
+    p = run_cli("build", "--model", str(tiny_bert), "--data", str(data), "-o", str(out))
+    assert_clean_failure(p, out, "no label column 'label'")
+
+
+def test_dataset_with_one_class(out, tmp_path, tiny_bert):
+    data = write_csv(tmp_path / "d.csv", [(f"t{i}", "same") for i in range(10)])
+    p = run_cli("build", "--model", str(tiny_bert), "--data", str(data), "-o", str(out))
+    assert_clean_failure(p, out, "only one class")
+
+
+def test_budget_below_smallest_subnetwork(out, tiny_bert, toy_csv):
+    p = run_cli("build", "--model", str(tiny_bert), "--data", str(toy_csv), "--budget", "0.1", "-o", str(out))
+    assert_clean_failure(p, out, "below the smallest possible subnetwork")
+
+
+@pytest.mark.parametrize("budget", ["0", "1.5", "-0.2"])
+def test_budget_not_a_fraction(out, budget):
+    p = run_cli("build", "--budget", budget, "-o", str(out))
+    assert_clean_failure(p, out, "is not a fraction")
+
+
+def test_unknown_target(out):
+    t = time.time()
+    p = run_cli("build", "--target", "mips", "-o", str(out))
+    assert_clean_failure(p, out, "unknown target 'mips'")
+    assert time.time() - t < 30  # refused before anything heavy is loaded
+
+
+def test_existing_output_is_kept(tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    p = run_cli("build", "--target", "arm64", "-o", str(out))
+    assert p.returncode == 2 and "already exists" in p.stderr and "--force" in p.stderr
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_output_is_a_file(tmp_path):
+    f = tmp_path / "bundle"
+    f.write_text("x")
+    p = run_cli("build", "-o", str(f))
+    assert p.returncode == 2 and "is a file" in p.stderr
+    assert f.read_text() == "x"
+
+
+def test_help_is_instant():
+    t = time.time()
+    p = run_cli("--help")
+    assert p.returncode == 0 and "build" in p.stdout
+    assert time.time() - t < 5
+    code = ("import sys, probscale_edge.cli; "
+            "print(any(m in sys.modules for m in ('torch', 'transformers', 'onnx', 'sklearn')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_bench_on_a_non_bundle(tmp_path):
+    p = run_cli("bench", str(tmp_path))
+    assert p.returncode == 2 and "no manifest.json" in p.stderr and " -- fix: " in p.stderr
