@@ -70,6 +70,9 @@ def fallback_chain(fp32_path, preset: dict, user_exclude=()):
     head = [n for n in nodes if "classifier" in n or "pooler" in n]
     last = nodes[-max(1, min(6, len(nodes) // 4)):]
     chain = [("preset", dict(preset), list(user_exclude))]
+    if not preset["per_channel"]:
+        chain.append(("per-channel weights", {**preset, "per_channel": True}, list(user_exclude)))
+        preset = {**preset, "per_channel": True}
     chain.append(("preset, classifier in fp32", dict(preset), sorted(set(user_exclude) | set(head))))
     chain.append(("preset, last layer in fp32", dict(preset), sorted(set(user_exclude) | set(head) | set(last))))
     if not preset["reduce_range"]:

@@ -508,7 +508,7 @@ def run_emulated_predict(bundle, texts, threads: int = 1, batch_size: int = 32, 
 
 
 def x86_int8_saturates(manifest: dict, cpu: dict | None = None) -> tuple[bool, str]:
-    """Whether this x86 host's int8 kernels give *different* numbers than ARM's for this bundle.
+    """Whether this x86 host's int8 kernels give *systematically different* numbers than ARM's for this bundle.
 
     ONNX Runtime's u8*s8 kernels on AVX2/AVX-512 without VNNI add pairs of products in int16
     (vpmaddubsw), which saturates unless the weights use 7 bits (``reduce_range``). ARM's sdot/udot and
@@ -529,7 +529,7 @@ def x86_int8_saturates(manifest: dict, cpu: dict | None = None) -> tuple[bool, s
         return False, "bundle uses reduce_range (7-bit weights cannot saturate int16)"
     return True, ("x86 host without VNNI and a bundle quantized without reduce_range: ONNX Runtime's AVX2 u8*s8 "
                   "kernel (vpmaddubsw) saturates int16 sums on this host, ARM's dot product does not, so logits "
-                  "differ by more than rounding; the ARM numbers are the exact ones")
+                  "differ by more than rounding (the ARM int32 products are the exact ones)")
 
 
 def exact_int32_model(src, dst) -> int:
@@ -597,11 +597,10 @@ def _agreement(a, b) -> dict:
 
 
 def compare_with_native(bundle, texts, threads: int = 1, paths: dict | None = None, log=print,
-                        exact_reference: bool | None = None) -> dict:
+                        exact_reference: bool = False) -> dict:
     """Emulated aarch64 vs this machine's native runtime on the same texts: argmax agreement and max |Δlogit|.
 
-    ``exact_reference`` (default: when the x86 int8 kernels here saturate, see :func:`x86_int8_saturates`):
-    also compare against an x86 run of the same int8 model with exact int32 products
+    ``exact_reference``: also compare against an x86 run of the same int8 model with exact int32 products
     (:func:`exact_int32_model`), reported under ``"exact_reference"``."""
     import numpy as np
 
@@ -619,7 +618,7 @@ def compare_with_native(bundle, texts, threads: int = 1, paths: dict | None = No
     margin = (srt[:, -1] - srt[:, -2]) if native.shape[-1] > 1 else np.abs(native[:, 0])
     sat, why = x86_int8_saturates(load_manifest(bundle))
     extra = {}
-    if exact_reference or (exact_reference is None and sat):
+    if exact_reference:
         t1 = time.time()
         ref, nodes = _exact_reference_logits(bundle, texts, threads)
         extra["exact_reference"] = {**_agreement(emu, ref), "rewritten_matmuls": nodes,

@@ -100,6 +100,8 @@ def main():
               help="layer: whole layers only | unit: layers, then attention heads and FFN neurons (Fisher).")
 @click.option("--layer-budget", type=float, default=None,
               help="With --granularity unit: budget for choosing layers (default 2 x --budget).")
+@click.option("--trim-vocab", is_flag=True, help="Keep only the vocabulary the task's training text uses "
+              "(rewrites the tokenizer; WordPiece models).")
 @click.option("--recover", "recover_mode", default="distill", show_default=True, help="none | head | finetune | distill")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
 @click.option("--pooling", default="mean", show_default=True, help="mean | cls")
@@ -114,7 +116,7 @@ def main():
 @click.option("--no-cache", is_flag=True, help="Do not reuse a cached fine-tuned teacher.")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, granularity, layer_budget, recover_mode, epochs, pooling, max_accuracy_drop, precision, max_eval, seed, output, force,
+          strategy, granularity, layer_budget, trim_vocab, recover_mode, epochs, pooling, max_accuracy_drop, precision, max_eval, seed, output, force,
           allow_pickle, no_cache, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
     if target not in TARGETS:
@@ -131,7 +133,7 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
     cfg = BuildConfig(model=model, tasks=specs, output=output, target=target, budget=budget, text_column=text_column,
                       label_column=label_column, text_pair_column=text_pair_column, pooling=pooling,
                       max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
-                      use_cache=not no_cache, probe=ProbeConfig(pooling=pooling),
+                      use_cache=not no_cache, trim_vocab=trim_vocab, probe=ProbeConfig(pooling=pooling),
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed),

@@ -53,6 +53,8 @@ class BuildConfig:
     allow_pickle: bool = False
     use_cache: bool = True
     latency_runs: int = 50
+    trim_vocab: bool = False  # keep only the embedding rows the task's training text uses
+    vocab_min_count: int = 1
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     recover: RecoverConfig = field(default_factory=RecoverConfig)
@@ -79,6 +81,33 @@ def check_output(out: Path, force: bool) -> None:
     parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):
         raise ProbscaleError(f"cannot write to {parent}", "choose a writable --output location")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_staging(out: Path) -> list[str]:
+    """Remove staging folders left by builds that were killed (SIGKILL skips our cleanup)."""
+    removed = []
+    parent = out.resolve().parent
+    if not parent.exists():
+        return removed
+    for p in parent.iterdir():
+        for tag in (".build-", ".old-"):
+            prefix = f".{out.name}{tag}"
+            if p.name.startswith(prefix):
+                pid = p.name[len(prefix):].split("-")[0]
+                if pid.isdigit() and not _pid_alive(int(pid)) and p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p.name)
+    return removed
 
 
 def _hash(*parts) -> str:
@@ -246,19 +275,29 @@ def _build(cfg: BuildConfig, log) -> dict:
     log(f"  kept layers {selection.spec.keep_layers}{shapes_note}: {selection.kept_fraction:.3f} of non-embedding parameters")
 
     staging_parent = out.resolve().parent
-    work = Path(tempfile.mkdtemp(dir=staging_parent, prefix=f".{out.name}.build-"))
+    clean_stale_staging(out)
+    work = Path(tempfile.mkdtemp(dir=staging_parent, prefix=f".{out.name}.build-{os.getpid()}-"))
     try:
         # ---- prune (physically) and check it saves and reloads to the same outputs
         from probscale_edge.prune import apply_spec
 
         t0 = time.time()
         student = apply_spec(teacher, selection.spec)
+        stok = tokenizer
+        if cfg.trim_vocab:
+            from probscale_edge.vocab import trim_vocabulary
+
+            texts = task.train.texts + (task.train.pairs or [])
+            stok, vrep = trim_vocabulary(student, tokenizer, texts, None, cfg.vocab_min_count, cfg.max_length)
+            stages["vocab"] = asdict(vrep)
+            log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
+                f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
         pruned_dir = work / "pruned"
-        save_classifier(student, tokenizer, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict()})
+        save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict()})
         reloaded, _, _ = load_classifier(pruned_dir)
         sample = task.eval.texts[:64]
-        a = predict_logits(student, tokenizer, sample, max_length=cfg.max_length)
-        b = predict_logits(reloaded, tokenizer, sample, max_length=cfg.max_length)
+        a = predict_logits(student, stok, sample, max_length=cfg.max_length)
+        b = predict_logits(reloaded, stok, sample, max_length=cfg.max_length)
         reload_diff = float(np.abs(a - b).max())
         pruned_counts = student.param_counts()
         stages["prune"] = {"reload_max_abs": reload_diff, "parameters": pruned_counts,
@@ -272,12 +311,12 @@ def _build(cfg: BuildConfig, log) -> dict:
 
         t0 = time.time()
         log(f"recovering accuracy ({rc.mode}) ...")
-        rec = recover(student, tokenizer, task.train, rc, teacher_logits=train_logits)
-        student_logits = predict_logits(student, tokenizer, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
+        rec = recover(student, stok, task.train, rc, teacher_logits=train_logits)
+        student_logits = predict_logits(student, stok, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
         student_acc = accuracy(student_logits, task.eval.labels)
         stages["recover"] = {**rec, "accuracy": student_acc, "seconds": round(time.time() - t0, 1)}
         log(f"pruned fp32 model: eval accuracy {student_acc:.4f} ({student_acc / teacher_acc:.1%} of the full model)")
-        save_classifier(student, tokenizer, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict(),
+        save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict(),
                                                                                   "recover": rc.mode})
 
         # ---- export to ONNX with parity
@@ -286,13 +325,13 @@ def _build(cfg: BuildConfig, log) -> dict:
         t0 = time.time()
         ecfg = ExportConfig(**{**cfg.export, "max_length": cfg.max_length})
         fp32_path = work / "model_fp32.onnx"
-        exp = export_onnx(student, tokenizer, fp32_path, ecfg, parity_texts=task.eval.texts,
+        exp = export_onnx(student, stok, fp32_path, ecfg, parity_texts=task.eval.texts,
                           parity_pairs=task.eval.pairs, log=log)
         if not exp.get("parity_pass", True):
             raise ProbscaleError(f"ONNX export does not match PyTorch (max |Δlogit| {exp['parity_max_abs']:.2e})",
                                  "try --opset 18, or report the model family")
         names = exp["inputs"]
-        onnx_fp32_acc = accuracy(onnx_logits(fp32_path, tokenizer, task.eval.texts, task.eval.pairs, cfg.max_length,
+        onnx_fp32_acc = accuracy(onnx_logits(fp32_path, stok, task.eval.texts, task.eval.pairs, cfg.max_length,
                                              input_names=names), task.eval.labels)
         exp["accuracy"] = onnx_fp32_acc
         exp["seconds"] = round(time.time() - t0, 1)
@@ -306,14 +345,22 @@ def _build(cfg: BuildConfig, log) -> dict:
         qcfg = QuantizeConfig(**{**cfg.quantize, "target": cfg.target})
         model_path = work / "model.onnx"
 
+        rt_tok = work / "runtime_tokenizer"
+        stok.save_pretrained(str(rt_tok))
+
         def evaluate(path):
-            return accuracy(onnx_logits(path, tokenizer, task.eval.texts, task.eval.pairs, cfg.max_length,
-                                        input_names=names), task.eval.labels)
+            # the runtime's own code path (tokenizer, batching), so the bundle's recorded accuracy is
+            # exactly what `probscale-edge bench` measures (dynamic int8 depends on the batch)
+            from probscale_edge.runtime.predictor import Predictor
+
+            p = Predictor.from_files(path, rt_tok / "tokenizer.json", task.label_names, cfg.max_length,
+                                     int(stok.pad_token_id or 0))
+            return p.accuracy(task.eval.texts, task.eval.labels, task.eval.pairs)
 
         q = quantize_with_gate(fp32_path, model_path, qcfg, evaluate, onnx_fp32_acc, log=log)
-        q_logits = onnx_logits(model_path, tokenizer, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
+        q_logits = onnx_logits(model_path, stok, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
                                cfg.max_length, input_names=names)
-        f_logits = onnx_logits(fp32_path, tokenizer, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
+        f_logits = onnx_logits(fp32_path, stok, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
                                cfg.max_length, input_names=names)
         q["max_abs_vs_fp32"] = float(np.abs(q_logits - f_logits).max())
         q["seconds"] = round(time.time() - t0, 1)
@@ -334,7 +381,7 @@ def _build(cfg: BuildConfig, log) -> dict:
                 f"accuracy {ort_acc:.4f}")
 
         # ---- bundle (staged, then renamed into place)
-        manifest = _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_counts, pruned_counts,
+        manifest = _write_bundle(work, out, cfg, task, stok, src, selection, stages, full_counts, pruned_counts,
                                  teacher_acc, student_acc, onnx_fp32_acc, q, names, fp32_path, t_start, log,
                                  teacher, tokenizer)
     finally:
@@ -388,7 +435,8 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
     _write_wordpiece_vocab(stage / "tokenizer.json", stage / "vocab.txt")
     (stage / "labels.json").write_text(json.dumps(task.label_names, indent=1))
     int8_acc = q.get("accuracy", onnx_fp32_acc)
-    tk = json.loads((tok_dir / "tokenizer_config.json").read_text()) if (tok_dir / "tokenizer_config.json").exists() else {}
+    tj = json.loads((stage / "tokenizer.json").read_text(encoding="utf-8"))
+    tk = {"do_lower_case": bool((tj.get("normalizer") or {}).get("lowercase", False))}
     fp32_bytes = fp32_path.stat().st_size
     full_bytes = sum(p.numel() * p.element_size() for p in teacher.parameters())
     manifest = {
@@ -408,6 +456,7 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
         "parameters": {"original": full_counts, "pruned": pruned_counts,
                        "ratio_total": full_counts["total"] / pruned_counts["total"],
                        "ratio_non_embedding": full_counts["non_embedding"] / pruned_counts["non_embedding"]},
+        "vocabulary": stages.get("vocab"),
         "subnetwork": {"spec": selection.spec.to_dict(), "kept_fraction_non_embedding": selection.kept_fraction,
                        "budget": cfg.budget, "strategy": selection.strategy,
                        "layer_shapes": stages["prune"]["layer_shapes"]},
@@ -427,7 +476,7 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
         "sizes": {"full_fp32_weights_bytes": full_bytes, "pruned_onnx_fp32_bytes": fp32_bytes,
                   "bundle_model_bytes": (stage / model_file).stat().st_size},
         "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("tasks",)} if isinstance(v, dict) else v
-                   for k, v in stages.items() if k not in ("quantize", "mobile")},
+                   for k, v in stages.items() if k not in ("quantize", "mobile", "vocab")},
         "build_config": asdict(cfg),
         "tool_versions": _versions(),
         "build_seconds": None,

@@ -99,28 +99,45 @@ class Predictor:
         if verify:
             verify_bundle(self.path, self.manifest)
         m = self.manifest["model"]
-        self.labels = list(self.manifest["labels"])
-        self.max_length = int(self.manifest["tokenizer"]["max_length"])
+        tk = self.manifest["tokenizer"]
         self.model_file = model_file or m["file"]
-        backend = backend or ("litert" if self.model_file.endswith(".tflite") else "onnxruntime")
+        self._setup(self.path / self.model_file, self.path / tk["file"], list(self.manifest["labels"]),
+                    int(tk["max_length"]), int(tk.get("pad_id", 0)), backend, threads,
+                    m.get("fixed_sequence_length"))
+        self.input_names = list(m.get("inputs", self.backend.inputs))
+        self.init_seconds = time.perf_counter() - t0
+
+    @classmethod
+    def from_files(cls, model_path, tokenizer_path, labels, max_length: int = 128, pad_id: int = 0,
+                   backend: str | None = None, threads: int | None = None) -> "Predictor":
+        """A predictor over loose files (used by the build to validate exactly what the bundle will run)."""
+        self = cls.__new__(cls)
+        self.path = Path(model_path).parent
+        self.manifest = {"model": {}, "files": {}}
+        self.model_file = Path(model_path).name
+        self._setup(Path(model_path), Path(tokenizer_path), list(labels), max_length, pad_id, backend, threads, None)
+        self.input_names = list(self.backend.inputs)
+        self.init_seconds = 0.0
+        return self
+
+    def _setup(self, model_path: Path, tokenizer_path: Path, labels, max_length, pad_id, backend, threads, fixed):
+        self.labels = labels
+        self.max_length = max_length
+        backend = backend or ("litert" if str(model_path).endswith(".tflite") else "onnxruntime")
         if backend not in BACKENDS:
             raise ProbscaleError(f"unknown backend {backend!r}", f"use {' or '.join(BACKENDS)}")
         self.backend_name = backend
         self.threads = threads
         from tokenizers import Tokenizer
 
-        tk = self.manifest["tokenizer"]
-        self.tokenizer = Tokenizer.from_file(str(self.path / tk["file"]))
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.tokenizer.no_padding()
-        self.pad_id = int(tk.get("pad_id", 0))
-        self.fixed_length = m.get("fixed_sequence_length")
-        mp = self.path / self.model_file
-        if not mp.exists():
-            raise BundleError(f"bundle model file {self.model_file} is missing", "rebuild the bundle")
-        self.backend = (_OrtBackend if backend == "onnxruntime" else _LiteRTBackend)(mp, threads)
-        self.input_names = list(m.get("inputs", self.backend.inputs))
-        self.init_seconds = time.perf_counter() - t0
+        self.pad_id = pad_id
+        self.fixed_length = fixed
+        if not model_path.exists():
+            raise BundleError(f"bundle model file {model_path.name} is missing", "rebuild the bundle")
+        self.backend = (_OrtBackend if backend == "onnxruntime" else _LiteRTBackend)(model_path, threads)
 
     # ------------------------------------------------------------------ pre/post-processing
     def encode(self, texts, pairs=None) -> dict:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 N_EXAMPLES = int(os.environ.get("PROBSCALE_EDGE_ARM64_EXAMPLES", "256"))
 MAX_ABS_LOGIT = 1e-3  # exact int32 accumulation on both sides: only float rounding differs
-SATURATION_REL = 0.15  # x86 AVX2 u8*s8 saturation (see probscale_edge.arm64.x86_int8_saturates), relative to |logit|
+SATURATION_REL = 0.25  # bound on max |Δlogit| relative to max |logit| for int8 bundles (see the test's docstring)
+INT8_MIN_ARGMAX_AGREEMENT = 0.95  # a runtime bug (tokenizer, inputs, SME) gives ~50%; int8 noise a few %
 
 
 def build_tiny_bundle(folder: Path, model_dir: Path, labels=("negative", "positive"), seed: int = 0,
@@ -123,9 +122,16 @@ def _report(res, label):
 
 
 def test_emulated_aarch64_predictions_equal_x86(arm64_env, arm64_bundle, eval_texts):
-    """The shipped (arm64-preset) bundle: every argmax equal; |Δlogit| at rounding level unless this x86 host's
-    int8 kernels saturate (AVX2 without VNNI, reduce_range off), where ARM is exact and x86 is not."""
+    """The shipped (arm64-preset) bundle on >= 200 real eval texts, aarch64 (emulated) vs x86 (native).
+
+    fp32 bundles: every argmax equal and |Δlogit| at rounding level. int8 bundles: each single integer matrix
+    product is bit-identical on aarch64 and on an exact x86 kernel, but (1) ORT's AVX2 u8*s8 kernel saturates
+    without reduce_range on x86 hosts lacking VNNI, and (2) dynamic activation quantization turns 1-ulp
+    differences of the float ops (LayerNorm, GELU, softmax) between NEON and AVX2 into different u8 roundings.
+    So a realistic int8 model differs by a few hundredths of a logit and may flip the argmax of examples whose
+    margin is that small: we require >= 95% equal argmax (all of them on the tiny bundle) and bounded |Δlogit|."""
     from probscale_edge.arm64 import compare_with_native
+    from probscale_edge.runtime.bundle import load_manifest
 
     assert len(eval_texts) >= 200
     res = compare_with_native(arm64_bundle, eval_texts, threads=1, paths=arm64_env)
@@ -134,11 +140,14 @@ def test_emulated_aarch64_predictions_equal_x86(arm64_env, arm64_bundle, eval_te
     assert emu["machine"] == "aarch64"
     assert emu["probscale_edge_file"].startswith(arm64_env["pkg"])  # the pure-Python runtime copy, not the host's
     assert emu["examples"] == len(eval_texts)
-    assert res["argmax_all_equal"], f"argmax differs on {res['examples'] - res['argmax_agree']} examples"
-    if res["x86_int8_saturation_expected"]:
-        assert res["max_abs_logit_diff"] < SATURATION_REL * max(1.0, res["max_abs_logit"])
-    else:
+    if load_manifest(arm64_bundle)["model"].get("precision") != "int8":
+        assert res["argmax_all_equal"], f"argmax differs on {res['examples'] - res['argmax_agree']} examples"
         assert res["max_abs_logit_diff"] < MAX_ABS_LOGIT
+        return
+    if os.environ.get("PROBSCALE_EDGE_REAL") != "1":  # tiny bundle: margins are large, every argmax must agree
+        assert res["argmax_all_equal"], f"argmax differs on {res['examples'] - res['argmax_agree']} examples"
+    assert res["argmax_agree"] >= INT8_MIN_ARGMAX_AGREEMENT * res["examples"]
+    assert res["max_abs_logit_diff"] < SATURATION_REL * max(1.0, res["max_abs_logit"])
 
 
 @pytest.mark.parametrize("preset", ["fp32", "avx2"])

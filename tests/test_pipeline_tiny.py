@@ -9,18 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-from probscale_edge.recover import RecoverConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory, tiny_bert, toy_csv):
-    out = tmp_path_factory.mktemp("b") / "bundle"
-    cfg = BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
-                      budget=0.5, recover=RecoverConfig(epochs=2, lr=1e-3, student_lr=1e-3), use_cache=False,
-                      latency_runs=5)
-    manifest = build(cfg, log=lambda *_: None)
-    return out, manifest
 
 
 def test_bundle_layout_and_manifest(tiny_bundle):
@@ -109,3 +97,25 @@ def test_int8_is_smaller(tiny_bundle):
     out, m = tiny_bundle
     if m["quantization"]["precision"] == "int8":
         assert m["sizes"]["bundle_model_bytes"] < m["sizes"]["pruned_onnx_fp32_bytes"] / 3
+
+
+def test_android_bundle_with_trimmed_vocabulary(tmp_path, tiny_bert, toy_csv):
+    from probscale_edge.data import load_local
+    from probscale_edge.pipeline import BuildConfig, TaskSpec, build
+    from probscale_edge.recover import RecoverConfig
+    from probscale_edge.runtime import Predictor
+
+    out = tmp_path / "android"
+    m = build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="android",
+                          budget=0.5, trim_vocab=True, recover=RecoverConfig(epochs=1, lr=1e-3, student_lr=1e-3),
+                          use_cache=False, latency_runs=3), log=lambda *_: None)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["labels.json", "manifest.json", "model.ort", "required_operators.config", "tokenizer.json",
+                     "vocab.txt"]
+    assert m["model"]["file"] == "model.ort" and m["model"]["format"] == "ort"
+    v = m["vocabulary"]
+    assert v["kept"] < v["original"] / 3
+    assert len((out / "vocab.txt").read_text(encoding="utf-8").splitlines()) == v["kept"]
+    assert m["parameters"]["pruned"]["embedding"] < m["parameters"]["original"]["embedding"] / 3
+    t = load_local(toy_csv)
+    assert Predictor(out).accuracy(t.eval.texts, t.eval.labels) == pytest.approx(m["validation"]["accuracy"]["bundle"])

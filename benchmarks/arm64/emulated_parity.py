@@ -26,7 +26,12 @@ def main(argv):
     setup_s = time.time() - t0
     texts = load_task("rotten_tomatoes", max_train=1).eval.texts[:n]
     t = time.time()
-    res = compare_with_native(bundle, texts, threads=1, paths=paths)
+    try:
+        import onnx  # noqa: F401  (the exact-int32 x86 reference needs it)
+        exact = True
+    except ImportError:
+        exact = False
+    res = compare_with_native(bundle, texts, threads=1, paths=paths, exact_reference=exact)
     m = load_manifest(bundle)
     res.update(bundle=str(bundle), bundle_target=m.get("target"), precision=m["model"].get("precision"),
                quantization_params=(m.get("quantization") or {}).get("params"),

@@ -1,0 +1,69 @@
+"""The int8 accuracy gate at work: a deliberately bad setting (per-tensor weights on a layer with an
+outlier row) loses accuracy; the gate rejects it, takes the next step of the fallback chain, and
+records every decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from probscale_edge.converters.onnx_export import ExportConfig, export_onnx, onnx_logits
+from probscale_edge.converters.quantize import QuantizeConfig, quantize_with_gate
+from probscale_edge.modeling import EncoderClassifier, load_encoder
+
+TEXTS = [f"{a} {b} {c}" for a in ("good", "bad", "dull", "great", "odd") for b in ("film", "plot", "cast", "song")
+         for c in ("today", "again", "overall", "mostly", "", "😀")]
+
+
+def _fp32_model(tiny_bert, tmp_path, outlier: bool):
+    torch.manual_seed(0)
+    enc, tok, _ = load_encoder(str(tiny_bert))
+    m = EncoderClassifier(enc, 2).eval()
+    if outlier:
+        with torch.no_grad():
+            fi, _ = m.adapter.ffn_linears(m.adapter.layers(m.encoder)[0])
+            fi.weight[0] *= 3000.0  # one outlier neuron: per-tensor scales crush every other row
+            fi.bias[0] = -1e6  # ...but the neuron itself is dead (GELU(-huge) = 0), so fp32 is unchanged
+    path = tmp_path / ("out.onnx" if outlier else "ok.onnx")
+    export_onnx(m, tok, path, ExportConfig(), parity_texts=TEXTS[:8])
+    return path, tok
+
+
+def test_gate_falls_back_from_a_bad_setting_and_records_it(tiny_bert, tmp_path):
+    path, tok = _fp32_model(tiny_bert, tmp_path, outlier=True)
+    ref = onnx_logits(path, tok, TEXTS).argmax(-1)  # fp32 predictions are the labels: fp32 accuracy = 1
+
+    def evaluate(p):
+        return float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean())
+
+    bad = QuantizeConfig(target="x86_64", per_channel=False, max_accuracy_drop=1.0)
+    rec = quantize_with_gate(path, tmp_path / "q.onnx", bad, evaluate, fp32_accuracy=1.0)
+    first, *rest = rec["attempts"]
+    assert first["setting"] == "preset" and first["params"]["per_channel"] is False
+    assert first["pass"] is False and first["drop_points"] > 1.0  # the bad setting really loses accuracy
+    assert rec["chosen"] != "preset"
+    assert rec["precision"] in ("int8", "fp32")
+    if rec["precision"] == "int8":
+        assert rest and rest[-1]["pass"] and rest[-1]["drop_points"] <= 1.0
+        assert evaluate(tmp_path / "q.onnx") >= 0.99
+    else:  # fp32 fallback: the shipped file is the fp32 model
+        assert (tmp_path / "q.onnx").read_bytes() == path.read_bytes()
+
+
+def test_impossible_gate_ships_fp32(tiny_bert, tmp_path):
+    path, tok = _fp32_model(tiny_bert, tmp_path, outlier=False)
+    rec = quantize_with_gate(path, tmp_path / "q.onnx", QuantizeConfig(max_accuracy_drop=-1.0),
+                             lambda p: 0.5, fp32_accuracy=0.5)
+    assert rec["precision"] == "fp32" and "fallback" in rec["chosen"]
+    assert len(rec["attempts"]) >= 3 and not any(a["pass"] for a in rec["attempts"])
+    assert (tmp_path / "q.onnx").read_bytes() == path.read_bytes()
+
+
+def test_good_setting_passes_first_time(tiny_bert, tmp_path):
+    path, tok = _fp32_model(tiny_bert, tmp_path, outlier=False)
+    ref = onnx_logits(path, tok, TEXTS).argmax(-1)
+    rec = quantize_with_gate(path, tmp_path / "q.onnx", QuantizeConfig(target="arm64", max_accuracy_drop=5.0),
+                             lambda p: float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean()), 1.0)
+    assert rec["precision"] == "int8" and rec["chosen"] == "preset"
+    assert (tmp_path / "q.onnx").stat().st_size < path.stat().st_size
+    _ = np
