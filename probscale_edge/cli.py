@@ -238,6 +238,68 @@ def verify(bundle):
     click.echo(f"ok: {len(m['files'])} files match the manifest (format {m['format_version']})")
 
 
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--ssh", default=None, help="user@host of a device with python3 + numpy, tokenizers, onnxruntime.")
+@click.option("--adb", default=None, help="Serial of an Android device (adb) with a Python environment.")
+@click.option("-i", "--identity", type=click.Path(), default=None, help="SSH private key.")
+@click.option("--port", type=int, default=22, show_default=True)
+@click.option("--ssh-option", "ssh_options", multiple=True, help="Extra `-o` option for ssh/scp (repeatable).")
+@click.option("--remote-dir", default=None, help="Working folder on the device.")
+@click.option("--remote-python", default="python3", show_default=True)
+@click.option("--emulate-arm64", is_flag=True, help="Run under qemu aarch64 on the remote (correctness only).")
+@click.option("--threads", type=int, default=None)
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--warmup-runs", type=int, default=10, show_default=True)
+@click.option("--num-runs", type=int, default=100, show_default=True)
+@click.option("--keep-remote", is_flag=True, help="Leave the pushed files on the device.")
+@click.option("--json", "json_path", type=click.Path(), default=None)
+def profile(bundle, ssh, adb, identity, port, ssh_options, remote_dir, remote_python, emulate_arm64, threads,
+            batch_size, warmup_runs, num_runs, keep_remote, json_path):
+    """Push BUNDLE and the runtime to a device (--ssh or --adb), benchmark there, bring the JSON back."""
+    from probscale_edge.profile import run_profile, summary_line
+    from probscale_edge.report import print_bench
+    from probscale_edge.runtime.bench import write_json
+
+    if bool(ssh) == bool(adb):
+        raise ProbscaleError("profile needs exactly one device", "pass --ssh user@host or --adb SERIAL")
+    kw = {}
+    if remote_dir:
+        kw["remote_dir"] = remote_dir
+    res = run_profile(bundle, ssh=ssh, adb=adb, identity=identity, port=port, remote_python=remote_python,
+                      bench_kwargs={"threads": threads, "batch_size": batch_size, "warmup_runs": warmup_runs,
+                                    "num_runs": num_runs},
+                      emulate_arm64=emulate_arm64, ssh_options=tuple(ssh_options), keep_remote=keep_remote,
+                      log=lambda m: click.echo(m, err=True), **kw)
+    print_bench([res])
+    click.echo(summary_line(res))
+    for w in res.get("warnings", []):
+        click.echo(f"warning: {w}", err=True)
+    if json_path:
+        write_json(res, json_path)
+
+
+@main.command()
+@click.option("--ssh", default=None, help="Read the CPU features of user@host instead of this machine.")
+def hardware(ssh):
+    """Detect CPU features (AVX2/AVX-512/VNNI, ARM dot product/i8mm) and the int8 preset to use."""
+    from probscale_edge.arm64 import detect_cpu_features
+
+    if ssh:
+        import subprocess
+
+        r = subprocess.run(["ssh", "-o", "BatchMode=yes", ssh, "cat /proc/cpuinfo; uname -m"], capture_output=True,
+                           text=True, timeout=60)
+        if r.returncode != 0:
+            raise ProbscaleError(f"could not read /proc/cpuinfo over ssh ({r.stderr.strip()[:120]})",
+                                 "check the host and your ssh key")
+        lines = r.stdout.rstrip().splitlines()
+        info = detect_cpu_features("\n".join(lines[:-1]), machine=lines[-1].strip())
+    else:
+        info = detect_cpu_features()
+    click.echo(json.dumps(info, indent=2))
+
+
 # ------------------------------------------------------------------------------ single stages
 
 @main.command()
