@@ -114,10 +114,11 @@ def main():
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder (atomically).")
 @click.option("--allow-pickle", is_flag=True, help="Allow pytorch_model.bin checkpoints (pickle can run code).")
 @click.option("--no-cache", is_flag=True, help="Do not reuse a cached fine-tuned teacher.")
+@click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
           strategy, granularity, layer_budget, trim_vocab, recover_mode, epochs, pooling, max_accuracy_drop, precision, max_eval, seed, output, force,
-          allow_pickle, no_cache, json_path):
+          allow_pickle, no_cache, resume, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
     if target not in TARGETS:
         raise ProbscaleError(f"unknown target {target!r}", f"use --target {'|'.join(TARGETS)}")
@@ -133,7 +134,7 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
     cfg = BuildConfig(model=model, tasks=specs, output=output, target=target, budget=budget, text_column=text_column,
                       label_column=label_column, text_pair_column=text_pair_column, pooling=pooling,
                       max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
-                      use_cache=not no_cache, trim_vocab=trim_vocab, probe=ProbeConfig(pooling=pooling),
+                      use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, probe=ProbeConfig(pooling=pooling),
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed),

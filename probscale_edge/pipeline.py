@@ -53,6 +53,7 @@ class BuildConfig:
     allow_pickle: bool = False
     use_cache: bool = True
     latency_runs: int = 50
+    resume: bool = False  # reuse finished stages (probe, select, pruned+recovered student) by content hash
     trim_vocab: bool = False  # keep only the embedding rows the task's training text uses
     vocab_min_count: int = 1
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -81,6 +82,53 @@ def check_output(out: Path, force: bool) -> None:
     parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):
         raise ProbscaleError(f"cannot write to {parent}", "choose a writable --output location")
+
+
+def fault(stage: str) -> None:
+    """Fault injection for the interrupt tests: PROBSCALE_EDGE_FAULT=<stage> kills the build (SIGKILL) there."""
+    if os.environ.get("PROBSCALE_EDGE_FAULT") == stage:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Checkpoints:
+    """Finished stages stored by content hash (written atomically); reused only with ``resume``."""
+
+    def __init__(self, root: Path, reuse: bool):
+        self.root = Path(root)
+        self.reuse = reuse
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def load_json(self, key: str):
+        p = self.root / f"{key}.json"
+        if not self.reuse or not p.exists():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def save_json(self, key: str, obj) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{key}.json.{os.getpid()}.part"
+        tmp.write_text(json.dumps(obj, default=str))
+        os.replace(tmp, self.root / f"{key}.json")
+
+    def save_dir(self, key: str, folder: Path, stages: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}."))
+        try:
+            shutil.copytree(folder, tmp / "d")
+            (tmp / "d" / "stages.json").write_text(json.dumps(stages, default=str))
+            dest = self.root / key
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp / "d", dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -231,6 +279,7 @@ def _build(cfg: BuildConfig, log) -> dict:
     else:
         from probscale_edge.recover import train_classifier
 
+        fault("finetune")
         log(f"fine-tuning the full model on {task.name} (the teacher and the reference accuracy) ...")
         teacher = full
         fit = train_classifier(teacher, tokenizer, task.train, rc, lr=rc.lr, progress_desc="fine-tune full model")
@@ -247,81 +296,116 @@ def _build(cfg: BuildConfig, log) -> dict:
                           "key": teacher_key, "fit": fit, "parameters": full_counts}
     log(f"full fine-tuned model: eval accuracy {teacher_acc:.4f}")
 
+    ck = Checkpoints(cache_dir() / "stages", reuse=cfg.resume)
     # ---- probe
-    from probscale_edge.probe import probe_layers
+    from probscale_edge.probe import ProbeReport, probe_layers
 
+    fault("probe")
     t0 = time.time()
     pcfg = cfg.probe
     pcfg.pooling = cfg.pooling
-    log("probing every layer ...")
-    report = probe_layers(teacher, tokenizer, tasks, weights, pcfg)
-    stages["probe"] = {**report.to_dict(), "seconds": round(time.time() - t0, 1)}
+    probe_key = _hash("probe-v1", teacher_key, [t.fingerprint() for t in tasks], weights, asdict(pcfg))
+    cached = ck.load_json(probe_key)
+    if cached:
+        log("[resume] probe report")
+        report = ProbeReport(**{k: cached[k] for k in ("tasks", "weighted", "config")})
+    else:
+        log("probing every layer ...")
+        report = probe_layers(teacher, tokenizer, tasks, weights, pcfg)
+        ck.save_json(probe_key, report.to_dict())
+    stages["probe"] = {**report.to_dict(), "seconds": round(time.time() - t0, 1), "resumed": bool(cached)}
     log("  weighted probe accuracy by layer: " + " ".join(f"{a:.3f}" for a in report.weighted))
 
     # ---- select
-    from probscale_edge.select import select as select_subnetwork
+    from probscale_edge.select import Selection, select as select_subnetwork
 
+    fault("select")
     t0 = time.time()
     scfg = cfg.select
     scfg.budget = cfg.budget
     scfg.seed = cfg.seed
-    log(f"selecting a subnetwork under budget {cfg.budget:.3f} ({scfg.strategy}) ...")
-    selection = select_subnetwork(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
-                              probe_cfg=pcfg, log=log)
-    stages["select"] = {**selection.to_dict(), "seconds": round(time.time() - t0, 1)}
+    select_key = _hash("select-v1", probe_key, asdict(scfg))
+    cached = ck.load_json(select_key)
+    if cached:
+        log("[resume] subnetwork selection")
+        selection = Selection.from_dict(cached)
+    else:
+        log(f"selecting a subnetwork under budget {cfg.budget:.3f} ({scfg.strategy}, {scfg.granularity}) ...")
+        selection = select_subnetwork(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
+                                      probe_cfg=pcfg, log=log)
+        ck.save_json(select_key, selection.to_dict())
+    stages["select"] = {**selection.to_dict(), "seconds": round(time.time() - t0, 1), "resumed": bool(cached)}
     shapes_note = ""
     if selection.spec.heads or selection.spec.ffn:
         shapes_note = f" (heads/FFN pruned in layers {sorted(set(selection.spec.heads) | set(selection.spec.ffn), key=int)})"
     log(f"  kept layers {selection.spec.keep_layers}{shapes_note}: {selection.kept_fraction:.3f} of non-embedding parameters")
+    student_key = _hash("student-v1", select_key, asdict(rc), cfg.trim_vocab, cfg.vocab_min_count, cfg.max_length)
 
     staging_parent = out.resolve().parent
     clean_stale_staging(out)
     work = Path(tempfile.mkdtemp(dir=staging_parent, prefix=f".{out.name}.build-{os.getpid()}-"))
     try:
-        # ---- prune (physically) and check it saves and reloads to the same outputs
-        from probscale_edge.prune import apply_spec
+        sdir = ck.path(student_key)
+        if ck.reuse and (sdir / "probscale.json").exists() and (sdir / "stages.json").exists():
+            log("[resume] pruned and recovered student")
+            student, stok, _ = load_classifier(sdir)
+            saved = json.loads((sdir / "stages.json").read_text())
+            stages.update(saved)
+            for k in ("prune", "recover"):
+                stages[k]["resumed"] = True
+            pruned_counts = stages["prune"]["parameters"]
+            student_acc = stages["recover"]["accuracy"]
+        else:
+            # ---- prune (physically) and check it saves and reloads to the same outputs
+            from probscale_edge.prune import apply_spec
 
-        t0 = time.time()
-        student = apply_spec(teacher, selection.spec)
-        stok = tokenizer
-        if cfg.trim_vocab:
-            from probscale_edge.vocab import trim_vocabulary
+            fault("prune")
+            t0 = time.time()
+            student = apply_spec(teacher, selection.spec)
+            stok = tokenizer
+            if cfg.trim_vocab:
+                from probscale_edge.vocab import trim_vocabulary
 
-            texts = task.train.texts + (task.train.pairs or [])
-            stok, vrep = trim_vocabulary(student, tokenizer, texts, None, cfg.vocab_min_count, cfg.max_length)
-            stages["vocab"] = asdict(vrep)
-            log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
-                f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
-        pruned_dir = work / "pruned"
-        save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict()})
-        reloaded, _, _ = load_classifier(pruned_dir)
-        sample = task.eval.texts[:64]
-        a = predict_logits(student, stok, sample, max_length=cfg.max_length)
-        b = predict_logits(reloaded, stok, sample, max_length=cfg.max_length)
-        reload_diff = float(np.abs(a - b).max())
-        pruned_counts = student.param_counts()
-        stages["prune"] = {"reload_max_abs": reload_diff, "parameters": pruned_counts,
-                           "layer_shapes": student.layer_shapes(), "seconds": round(time.time() - t0, 1)}
-        log(f"[{'PASS' if reload_diff <= 1e-5 else 'FAIL'}] pruned model saves and reloads: max |Δlogit| {reload_diff:.1e}")
-        if reload_diff > 1e-5:
-            raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model family")
+                texts = task.train.texts + (task.train.pairs or [])
+                stok, vrep = trim_vocabulary(student, tokenizer, texts, None, cfg.vocab_min_count, cfg.max_length)
+                stages["vocab"] = asdict(vrep)
+                log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
+                    f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
+            pruned_dir = work / "pruned"
+            save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict()})
+            reloaded, _, _ = load_classifier(pruned_dir)
+            sample = task.eval.texts[:64]
+            a = predict_logits(student, stok, sample, max_length=cfg.max_length)
+            b = predict_logits(reloaded, stok, sample, max_length=cfg.max_length)
+            reload_diff = float(np.abs(a - b).max())
+            pruned_counts = student.param_counts()
+            stages["prune"] = {"reload_max_abs": reload_diff, "parameters": pruned_counts,
+                               "layer_shapes": student.layer_shapes(), "seconds": round(time.time() - t0, 1)}
+            log(f"[{'PASS' if reload_diff <= 1e-5 else 'FAIL'}] pruned model saves and reloads: max |Δlogit| {reload_diff:.1e}")
+            if reload_diff > 1e-5:
+                raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model family")
 
-        # ---- recover
-        from probscale_edge.recover import recover
+            # ---- recover
+            from probscale_edge.recover import recover
 
-        t0 = time.time()
-        log(f"recovering accuracy ({rc.mode}) ...")
-        rec = recover(student, stok, task.train, rc, teacher_logits=train_logits)
-        student_logits = predict_logits(student, stok, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
-        student_acc = accuracy(student_logits, task.eval.labels)
-        stages["recover"] = {**rec, "accuracy": student_acc, "seconds": round(time.time() - t0, 1)}
-        log(f"pruned fp32 model: eval accuracy {student_acc:.4f} ({student_acc / teacher_acc:.1%} of the full model)")
-        save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict(),
-                                                                                  "recover": rc.mode})
+            fault("recover")
+            t0 = time.time()
+            log(f"recovering accuracy ({rc.mode}) ...")
+            rec = recover(student, stok, task.train, rc, teacher_logits=train_logits)
+            student_logits = predict_logits(student, stok, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
+            student_acc = accuracy(student_logits, task.eval.labels)
+            stages["recover"] = {**rec, "accuracy": student_acc, "seconds": round(time.time() - t0, 1)}
+            log(f"pruned fp32 model: eval accuracy {student_acc:.4f} ({student_acc / teacher_acc:.1%} of the full model)")
+            save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict(),
+                                                                                      "recover": rc.mode})
+
+            fault("checkpoint")
+            ck.save_dir(student_key, pruned_dir, {k: stages[k] for k in ("prune", "recover", "vocab") if k in stages})
 
         # ---- export to ONNX with parity
         from probscale_edge.converters.onnx_export import ExportConfig, export_onnx, onnx_logits
 
+        fault("export")
         t0 = time.time()
         ecfg = ExportConfig(**{**cfg.export, "max_length": cfg.max_length})
         fp32_path = work / "model_fp32.onnx"
@@ -341,6 +425,7 @@ def _build(cfg: BuildConfig, log) -> dict:
         # ---- quantize with the accuracy gate
         from probscale_edge.converters.quantize import quantize_with_gate
 
+        fault("quantize")
         t0 = time.time()
         qcfg = QuantizeConfig(**{**cfg.quantize, "target": cfg.target})
         model_path = work / "model.onnx"
@@ -381,6 +466,7 @@ def _build(cfg: BuildConfig, log) -> dict:
                 f"accuracy {ort_acc:.4f}")
 
         # ---- bundle (staged, then renamed into place)
+        fault("bundle")
         manifest = _write_bundle(work, out, cfg, task, stok, src, selection, stages, full_counts, pruned_counts,
                                  teacher_acc, student_acc, onnx_fp32_acc, q, names, fp32_path, t_start, log,
                                  teacher, tokenizer)
@@ -495,6 +581,7 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
                            "note": "measured on the build machine, batch 1"}
     manifest["build_seconds"] = round(time.time() - t_start, 1)
     (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    fault("rename")
     # atomic replace: the old bundle (if --force) stays until the new one is complete
     old = None
     if out.exists():
@@ -504,4 +591,5 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     log(f"bundle written to {out}")
+    manifest["bundle_path"] = str(out)  # not part of the on-disk manifest (a bundle can be moved)
     return manifest

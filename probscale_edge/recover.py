@@ -99,7 +99,7 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-                losses.append(float(loss))
+                losses.append(loss.item())
                 step += 1
                 bar.update(1, loss=sum(losses[-20:]) / len(losses[-20:]))
     model.eval()

@@ -37,7 +37,9 @@ def _table(title, headers, rows):
             t.add_column(h, justify="left" if h in ("model", "bundle") else "right")
         for r in rows:
             t.add_row(*[str(x) for x in r])
-        Console().print(t)
+        import shutil
+
+        Console(width=max(150, shutil.get_terminal_size((150, 24)).columns)).print(t)
     except ImportError:
         print(title)
         print(" | ".join(headers))
@@ -59,7 +61,8 @@ def print_summary(m: dict) -> None:
           f"{p['ratio_non_embedding']:.2f}x fewer non-embedding  |  bytes {full['bytes'] / b['bytes']:.1f}x smaller"
           + (f"  |  p50 {full['p50_ms'] / b['p50_ms']:.1f}x faster" if full["p50_ms"] and b["p50_ms"] else ""))
     print(f"int8 gate: {m['quantization'].get('chosen')}  |  ONNX parity max |Δlogit| "
-          f"{m['validation']['onnx_parity_max_abs']:.1e}  |  bundle: {m.get('_path', '')}".rstrip(" |"))
+          f"{m['validation']['onnx_parity_max_abs']:.1e}  |  bundle: {m.get('bundle_path', '')}  |  "
+          f"build {m.get('build_seconds', 0) / 60:.1f} min")
 
 
 def print_bench(results: list[dict]) -> None:

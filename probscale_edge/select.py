@@ -49,6 +49,11 @@ class Selection:
         d["spec"] = self.spec.to_dict()
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Selection":
+        return cls(SubnetworkSpec.from_dict(d["spec"]), d["kept_fraction"], d["kept_non_embedding"],
+                   d.get("candidates", []), d.get("strategy", "probscale"), d.get("budget", 0.0))
+
 
 def layer_costs(model) -> list[int]:
     a = model.adapter
