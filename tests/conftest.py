@@ -105,6 +105,9 @@ def real_bundle(tmp_path_factory):
     Built once per session through the CLI, exactly as a user runs it; reused by later tests."""
     import subprocess
 
+    prebuilt = os.environ.get("PROBSCALE_EDGE_REAL_BUNDLE")  # reuse a bundle built by the same command
+    if prebuilt:
+        return Path(prebuilt)
     out = tmp_path_factory.mktemp("real") / "bundle"
     summary = out.parent / "summary.json"
     env = dict(os.environ)

@@ -1,8 +1,8 @@
 """The runtime on aarch64 (qemu-user emulation, Neoverse-N1) predicts exactly what it predicts on x86.
 
 Correctness only: emulated time is printed as emulated seconds, never as ARM latency.
-By default a tiny random-init int8 bundle (built here) is used; with PROBSCALE_EDGE_REAL=1 the
-session's real bundle (all-MiniLM-L6-v2 on rotten_tomatoes, --target arm64) is used instead.
+By default the session's real bundle (all-MiniLM-L6-v2 on rotten_tomatoes, --target arm64) is used;
+with PROBSCALE_EDGE_REAL=0 a tiny random-init int8 bundle (built here) is used instead.
 No skip: if qemu-user cannot be installed this test fails.
 """
 
@@ -85,7 +85,7 @@ def tiny_bundle(tmp_path_factory, tiny_bert):
 
 @pytest.fixture(scope="session")
 def arm64_bundle(request):
-    if os.environ.get("PROBSCALE_EDGE_REAL") == "1":
+    if os.environ.get("PROBSCALE_EDGE_REAL", "1") == "1":
         return Path(request.getfixturevalue("real_bundle"))
     return request.getfixturevalue("tiny_bundle")
 
@@ -144,7 +144,7 @@ def test_emulated_aarch64_predictions_equal_x86(arm64_env, arm64_bundle, eval_te
         assert res["argmax_all_equal"], f"argmax differs on {res['examples'] - res['argmax_agree']} examples"
         assert res["max_abs_logit_diff"] < MAX_ABS_LOGIT
         return
-    if os.environ.get("PROBSCALE_EDGE_REAL") != "1":  # tiny bundle: margins are large, every argmax must agree
+    if os.environ.get("PROBSCALE_EDGE_REAL", "1") != "1":  # tiny bundle: margins are large, every argmax must agree
         assert res["argmax_all_equal"], f"argmax differs on {res['examples'] - res['argmax_agree']} examples"
     assert res["argmax_agree"] >= INT8_MIN_ARGMAX_AGREEMENT * res["examples"]
     assert res["max_abs_logit_diff"] < SATURATION_REL * max(1.0, res["max_abs_logit"])
