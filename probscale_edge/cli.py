@@ -28,6 +28,17 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted: nothing was written (partial outputs are removed)", err=True)
             sys.exit(130)
+        except OSError as e:
+            import errno
+
+            fixes = {errno.ENOSPC: "free disk space or pass another --output / PROBSCALE_EDGE_CACHE location",
+                     errno.EDQUOT: "free disk space or pass another --output location",
+                     errno.EROFS: "pass an --output on a writable file system",
+                     errno.EACCES: "pass an --output you can write to",
+                     errno.EPERM: "pass an --output you can write to"}
+            if e.errno not in fixes:
+                raise
+            _fail(ProbscaleError(f"{e.strerror} ({e.filename or 'while writing'}); nothing was kept", fixes[e.errno]))
 
 
 def _parse_task(s: str):

@@ -136,3 +136,82 @@ def test_help_is_instant():
 def test_bench_on_a_non_bundle(tmp_path):
     p = run_cli("bench", str(tmp_path))
     assert p.returncode == 2 and "no manifest.json" in p.stderr and " -- fix: " in p.stderr
+
+
+def test_folder_that_is_not_a_model(out, tmp_path):
+    d = tmp_path / "notamodel"
+    d.mkdir()
+    (d / "readme.txt").write_text("hello")
+    p = run_cli("build", "--model", str(d), "-o", str(out))
+    assert_clean_failure(p, out, "has no config.json")
+
+
+def test_config_and_weights_disagree(out, tmp_path, tiny_bert):
+    import shutil
+
+    d = tmp_path / "mismatch"
+    shutil.copytree(tiny_bert, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["hidden_size"] = 48  # the weights are 32 wide
+    cfg["intermediate_size"] = 96
+    (d / "config.json").write_text(json.dumps(cfg))
+    p = run_cli("build", "--model", str(d), "-o", str(out))
+    assert_clean_failure(p, out, "could not load the weights")
+
+
+def test_remote_code_architecture_refused(out, tmp_path, tiny_bert):
+    import shutil
+
+    d = tmp_path / "remote"
+    shutil.copytree(tiny_bert, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    p = run_cli("build", "--model", str(d), "-o", str(out))
+    assert_clean_failure(p, out, "needs remote code")
+
+
+def test_unknown_data_format(out, tmp_path, tiny_bert):
+    f = tmp_path / "data.xlsx"
+    f.write_bytes(b"PK\x03\x04 not really")
+    p = run_cli("build", "--model", str(tiny_bert), "--data", str(f), "-o", str(out))
+    assert_clean_failure(p, out, "unsupported data format")
+
+
+def test_eval_labels_never_seen_in_training(out, tmp_path, tiny_bert):
+    tr = write_csv(tmp_path / "tr.csv", [(f"t{i}", "a" if i % 2 else "b") for i in range(20)])
+    ev = write_csv(tmp_path / "ev.csv", [("x", "a"), ("y", "c")])
+    p = run_cli("build", "--model", str(tiny_bert), "--data", str(tr), "--eval", str(ev), "-o", str(out))
+    assert_clean_failure(p, out, "never seen in training")
+
+
+def test_full_disk_during_the_write(tmp_path, tiny_bert, toy_csv):
+    """A 2 MB file system fills up while the bundle is written: one line, exit 2, nothing left behind."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip()[:80]})")
+    try:
+        out = mnt / "bundle"
+        p = run_cli("build", "--model", str(tiny_bert), "--data", str(toy_csv), "--budget", "0.5", "--epochs", "1",
+                    "-o", str(out))
+        assert_clean_failure(p, out, "No space left on device")
+        assert list(mnt.iterdir()) == []  # no staging folder, no partial bundle
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_read_only_output_location(tmp_path):
+    """A read-only file system (root ignores permission bits, so a read-only mount is the real test)."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({r.stderr.strip()[:80]})")
+    try:
+        out = mnt / "bundle"
+        p = run_cli("build", "-o", str(out))
+        assert_clean_failure(p, out, "cannot write to")
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
