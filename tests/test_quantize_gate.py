@@ -16,14 +16,27 @@ TEXTS = [f"{a} {b} {c}" for a in ("good", "bad", "dull", "great", "odd") for b i
 
 
 def _fp32_model(tiny_bert, tmp_path, outlier: bool):
+    """A 3-class head on a tiny random encoder. Classes 0/1 split the texts along their main direction of
+    variation (so fp32 predictions are diverse); with ``outlier``, class 2 is a dead class (huge negative
+    bias) whose weights are 1e5 times larger: per-tensor weight scales then round classes 0/1 to zero."""
+    from probscale_edge.modeling import tokenize
+
     torch.manual_seed(0)
     enc, tok, _ = load_encoder(str(tiny_bert))
-    m = EncoderClassifier(enc, 2).eval()
-    if outlier:
-        with torch.no_grad():
-            fi, _ = m.adapter.ffn_linears(m.adapter.layers(m.encoder)[0])
-            fi.weight[0] *= 3000.0  # one outlier neuron: per-tensor scales crush every other row
-            fi.bias[0] = -1e6  # ...but the neuron itself is dead (GELU(-huge) = 0), so fp32 is unchanged
+    m = EncoderClassifier(enc, 3).eval()
+    with torch.no_grad():
+        e = tokenize(tok, TEXTS, None, 128)
+        pooled = m.pool(m.encoder(input_ids=e["input_ids"], attention_mask=e["attention_mask"]).last_hidden_state,
+                        e["attention_mask"])
+        mean = pooled.mean(0)
+        v = torch.linalg.svd(pooled - mean, full_matrices=False).Vh[0]
+        v = v / v.norm()
+        w = m.classifier.weight
+        w[0], w[1] = 10 * v, -10 * v
+        b = m.classifier.bias
+        b[0], b[1] = -(10 * v) @ mean, (10 * v) @ mean
+        w[2] = torch.randn_like(v) * (1e5 if outlier else 1.0)
+        b[2] = -1e9 if outlier else -1e3
     path = tmp_path / ("out.onnx" if outlier else "ok.onnx")
     export_onnx(m, tok, path, ExportConfig(), parity_texts=TEXTS[:8])
     return path, tok
@@ -32,6 +45,7 @@ def _fp32_model(tiny_bert, tmp_path, outlier: bool):
 def test_gate_falls_back_from_a_bad_setting_and_records_it(tiny_bert, tmp_path):
     path, tok = _fp32_model(tiny_bert, tmp_path, outlier=True)
     ref = onnx_logits(path, tok, TEXTS).argmax(-1)  # fp32 predictions are the labels: fp32 accuracy = 1
+    assert 0.2 < (ref == 0).mean() < 0.8  # diverse predictions, so a crushed head is visible
 
     def evaluate(p):
         return float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean())
