@@ -39,6 +39,26 @@ class _Group(click.Group):
             if e.errno not in fixes:
                 raise
             _fail(ProbscaleError(f"{e.strerror} ({e.filename or 'while writing'}); nothing was kept", fixes[e.errno]))
+        except Exception as e:  # noqa: BLE001 - libraries (safetensors, onnx) wrap a full disk in their own errors
+            if not _is_disk_full(e):
+                raise
+            _fail(ProbscaleError("No space left on device while writing; nothing was kept",
+                                 "free disk space or pass another --output / PROBSCALE_EDGE_CACHE location"))
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    import errno
+
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if "No space left on device" in text or "os error 28" in text:
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
 
 
 def _parse_task(s: str):
