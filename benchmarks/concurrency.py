@@ -44,7 +44,7 @@ def main(argv=None):
         rows.append({"workers": w, "seconds": s, "per_second": len(texts) / s, "ratio": base_s / s,
                      "max_abs_diff": float(np.abs(lg - base).max()),
                      "labels_equal": bool((lg.argmax(-1) == base.argmax(-1)).all())})
-    print(f"| threads | predictions/s | vs 1 thread | max abs Δlogit vs 1 thread | labels equal |\n|---|---|---|---|---|")
+    print("| threads | predictions/s | vs 1 thread | max abs Δlogit vs 1 thread | labels equal |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['workers']} | {r['per_second']:.0f} | {r['ratio']:.2f}x | {r['max_abs_diff']:.1e} | {r['labels_equal']} |")
     os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)

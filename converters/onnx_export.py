@@ -21,10 +21,6 @@ class ExportConfig:
     max_length: int = 128
 
 
-class _Wrapper:
-    pass
-
-
 def export_onnx(model, tokenizer, out_path, cfg: ExportConfig | None = None, parity_texts=None, parity_pairs=None,
                 log=None) -> dict:
     """Export an EncoderClassifier; returns {"path", "bytes", "parity_max_abs", "parity_pass", ...}."""

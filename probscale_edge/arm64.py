@@ -24,7 +24,6 @@ temporary folder beside it and renamed into place, so an interrupted build leave
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -149,17 +148,10 @@ def _root(cache_dir=None) -> Path:
     return Path(cache_dir)
 
 
-@contextlib.contextmanager
 def _lock(path: Path):
-    import fcntl
+    from probscale_edge.assets import _locked  # one file-lock helper for every cache writer
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return _locked(path)
 
 
 def _run(cmd, log=None, what="", fix="", **kw) -> subprocess.CompletedProcess:

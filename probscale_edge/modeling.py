@@ -116,10 +116,7 @@ def load_encoder(spec, allow_pickle: bool = False, log=None):
 
 def _check_loaded_weights(encoder, src):
     """transformers silently random-inits missing weights; a pre-trained model must not have any."""
-    info = getattr(encoder, "_probscale_loading_info", None)
-    _ = info
-    # transformers 5 records missing keys on the model when asked; re-check cheaply by
-    # comparing against the checkpoint's keys for safetensors files.
+    # compare the model's parameters with the checkpoint's keys (safetensors files)
     if isinstance(src, Path):
         st = src / "model.safetensors"
         if st.exists():
@@ -245,9 +242,7 @@ def load_classifier(folder) -> tuple[EncoderClassifier, object, dict]:
     adapter = get_adapter(config.model_type)
     adapter.drop_pooler(encoder)
     apply_layer_shapes(encoder, meta["layer_shapes"])
-    from safetensors.torch import load_file as _lf
-
-    state = _lf(str(folder / "model.safetensors"))
+    state = load_file(str(folder / "model.safetensors"))
     prefix = getattr(encoder, "base_model_prefix", "")
     own = encoder.state_dict()
     fixed = {}

@@ -3,7 +3,6 @@ claims come from the real-model tests (`-m slow`), which build on the real all-M
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys

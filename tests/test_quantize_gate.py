@@ -4,7 +4,6 @@ records every decision."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from probscale_edge.converters.onnx_export import ExportConfig, export_onnx, onnx_logits
@@ -80,4 +79,3 @@ def test_good_setting_passes_first_time(tiny_bert, tmp_path):
                              lambda p: float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean()), 1.0)
     assert rec["precision"] == "int8" and rec["chosen"] == "preset"
     assert (tmp_path / "q.onnx").stat().st_size < path.stat().st_size
-    _ = np

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import venv
-from pathlib import Path
 
 import numpy as np
 import pytest

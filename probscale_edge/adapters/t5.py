@@ -27,8 +27,6 @@ class T5EncoderAdapter(Adapter):
         return encoder.config.d_kv
 
     def keep_layers(self, encoder, keep):
-        import torch.nn as nn
-
         blocks = self.layers(encoder)
         bias = blocks[0].layer[0].SelfAttention.relative_attention_bias
         super().keep_layers(encoder, keep)
@@ -42,7 +40,6 @@ class T5EncoderAdapter(Adapter):
                 att.has_relative_attention_bias = False
                 att.relative_attention_bias = None
         encoder.config.num_layers = len(keep)
-        _ = nn
 
     def set_heads(self, layer, num_heads, head_dim):
         attn = self._get(layer, self.attn_module)
