@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probscale_edge.errors import ProbscaleError
+from probscale_edge.runtime.bundle import sha256_file
 
 
 @dataclass(frozen=True)
@@ -135,17 +135,6 @@ BUILTIN_TASKS = ("rotten_tomatoes", "sms_spam", "trec6", "reuters_r8")
 def cache_dir() -> Path:
     root = os.environ.get("PROBSCALE_EDGE_CACHE") or os.path.join(Path.home(), ".cache", "probscale-edge")
     return Path(root)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -209,10 +209,6 @@ def torch_latency_ms(model, tokenizer, text, runs=50, warmup=5) -> float:
 
 def build(cfg: BuildConfig, log=_log) -> dict:
     """Run the whole pipeline; returns the manifest. Raises ProbscaleError on bad input."""
-    return _build(cfg, log)
-
-
-def _build(cfg: BuildConfig, log) -> dict:
     t_start = time.time()
     from probscale_edge.converters.quantize import QuantizeConfig, check_target
     from probscale_edge.select import check_budget
@@ -415,8 +411,9 @@ def _build(cfg: BuildConfig, log) -> dict:
             raise ProbscaleError(f"ONNX export does not match PyTorch (max |Δlogit| {exp['parity_max_abs']:.2e})",
                                  "try --opset 18, or report the model family")
         names = exp["inputs"]
-        onnx_fp32_acc = accuracy(onnx_logits(fp32_path, stok, task.eval.texts, task.eval.pairs, cfg.max_length,
-                                             input_names=names), task.eval.labels)
+        fp32_eval_logits = onnx_logits(fp32_path, stok, task.eval.texts, task.eval.pairs, cfg.max_length,
+                                       input_names=names)
+        onnx_fp32_acc = accuracy(fp32_eval_logits, task.eval.labels)
         exp["accuracy"] = onnx_fp32_acc
         exp["seconds"] = round(time.time() - t0, 1)
         stages["export"] = exp
@@ -445,8 +442,7 @@ def _build(cfg: BuildConfig, log) -> dict:
         q = quantize_with_gate(fp32_path, model_path, qcfg, evaluate, onnx_fp32_acc, log=log)
         q_logits = onnx_logits(model_path, stok, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
                                cfg.max_length, input_names=names)
-        f_logits = onnx_logits(fp32_path, stok, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
-                               cfg.max_length, input_names=names)
+        f_logits = fp32_eval_logits[:256]
         q["max_abs_vs_fp32"] = float(np.abs(q_logits - f_logits).max())
         q["seconds"] = round(time.time() - t0, 1)
         stages["quantize"] = q

@@ -106,7 +106,9 @@ def composed(model, keep_layers):
     """Temporarily run ``model`` with only ``keep_layers`` (no copy for families without side effects)."""
     adapter = model.adapter
     enc = model.encoder
-    if type(adapter).keep_layers is not type(adapter).__mro__[-2].keep_layers:  # adapter with custom surgery
+    from probscale_edge.adapters.base import Adapter
+
+    if type(adapter).keep_layers is not Adapter.keep_layers:  # adapter with custom surgery (T5)
         m = copy.deepcopy(model)
         adapter.keep_layers(m.encoder, list(keep_layers))
         yield m
