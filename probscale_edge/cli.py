@@ -135,6 +135,10 @@ def main():
               "(rewrites the tokenizer; WordPiece models).")
 @click.option("--recover", "recover_mode", default="distill", show_default=True, help="none | head | finetune | distill")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Global training batch (split across processes under torchrun).")
+@click.option("--lr", type=float, default=5e-5, show_default=True, help="Learning rate of the teacher fine-tune.")
+@click.option("--student-lr", type=float, default=1e-4, show_default=True, help="Learning rate of the recovery.")
 @click.option("--pooling", default="mean", show_default=True, help="mean | cls")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="int8 accuracy gate, in points; falls back step by step, down to fp32.")
@@ -148,7 +152,8 @@ def main():
 @click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, granularity, layer_budget, trim_vocab, recover_mode, epochs, pooling, max_accuracy_drop, precision, max_eval, seed, output, force,
+          strategy, granularity, layer_budget, trim_vocab, recover_mode, epochs, batch_size, lr, student_lr, pooling, max_accuracy_drop,
+          precision, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
     if target not in TARGETS:
@@ -168,9 +173,17 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, probe=ProbeConfig(pooling=pooling),
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget),
-                      recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed),
+                      recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,
+                                            lr=lr, student_lr=student_lr),
                       quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision})
-    manifest = run_build(cfg)
+    from probscale_edge import distributed as dist
+
+    try:
+        manifest = run_build(cfg)
+    finally:
+        dist.shutdown()
+    if not dist.is_main():  # under torchrun, rank 0 reports and writes
+        return
     from probscale_edge.report import summary_rows, print_summary
 
     print_summary(manifest)
@@ -356,7 +369,14 @@ def probe(model, task, data, eval_path, text_column, label_column, text_pair_col
     else:
         enc, tok, _ = load_encoder(model)
         m = EncoderClassifier(enc, tasks[0].num_labels, pooling)
-    rep = probe_layers(m, tok, tasks, [s.weight for s in specs], ProbeConfig(max_examples=max_examples, pooling=pooling))
+    from probscale_edge import distributed as dist
+
+    with dist.collective():  # under torchrun: feature extraction sharded over the ranks
+        rep = probe_layers(m, tok, tasks, [s.weight for s in specs],
+                           ProbeConfig(max_examples=max_examples, pooling=pooling))
+    dist.shutdown()
+    if not dist.is_main():
+        return
     write_json(rep.to_dict(), output)
     click.echo("weighted probe accuracy by hidden state: " + " ".join(f"{a:.3f}" for a in rep.weighted))
 
@@ -431,6 +451,7 @@ def recover(model, task, data, eval_path, text_column, label_column, text_pair_c
     from probscale_edge.modeling import EncoderClassifier, load_classifier, load_encoder, predict_logits, save_classifier
     from probscale_edge.pipeline import accuracy
     from probscale_edge.recover import RecoverConfig, recover as run
+    from probscale_edge import distributed as dist
 
     specs = _tasks(task, data, eval_path) or _tasks(("rotten_tomatoes",), None, None)
     t = load_task(specs[0].spec, specs[0].eval, text_column, label_column, text_pair_column, max_train)
@@ -444,9 +465,14 @@ def recover(model, task, data, eval_path, text_column, label_column, text_pair_c
         if not teacher:
             raise ProbscaleError("--mode distill needs --teacher FOLDER", "pass a fine-tuned teacher or use --mode finetune")
         tm, ttok, _ = load_classifier(teacher)
-        tl = predict_logits(tm, ttok, t.train.texts, t.train.pairs)
+        with dist.collective():
+            tl = predict_logits(tm, ttok, t.train.texts, t.train.pairs)
     rep = run(m, tok, t.train, RecoverConfig(mode=mode, epochs=epochs), teacher_logits=tl)
-    acc = accuracy(predict_logits(m, tok, t.eval.texts, t.eval.pairs), t.eval.labels)
+    with dist.collective():
+        acc = accuracy(predict_logits(m, tok, t.eval.texts, t.eval.pairs), t.eval.labels)
+    dist.shutdown()
+    if not dist.is_main():  # under torchrun, rank 0 writes
+        return
     save_classifier(m, tok, Path(output), t.label_names, extra={"recover": mode, "accuracy": acc})
     click.echo(f"eval accuracy {acc:.4f} after {rep.get('steps', 0)} steps -> {output}")
 

@@ -211,7 +211,10 @@ def save_classifier(model: EncoderClassifier, tokenizer, folder: Path, labels: l
 
 
 def apply_layer_shapes(encoder, shapes: list[dict]) -> None:
-    """Resize heads / FFN of each layer to ``shapes`` (weights are overwritten by the load after)."""
+    """Resize heads / FFN of each layer to ``shapes`` (weights are overwritten by the load after).
+
+    A shape's ``head_ids`` (T5, MPNet: source heads a layer kept) rebuild that layer's selection of
+    the shared relative-position bias, which is not a weight and so is not in model.safetensors."""
     from probscale_edge.prune import resize_layer
 
     adapter = get_adapter(encoder.config.model_type)
@@ -271,18 +274,34 @@ def tokenize(tokenizer, texts, pairs=None, max_length=128):
     return tokenizer(list(texts), list(pairs), **kw) if pairs is not None else tokenizer(list(texts), **kw)
 
 
-@torch.no_grad()
 def predict_logits(model, tokenizer, texts, pairs=None, batch_size=64, max_length=128, progress=None):
-    """Batched logits in the original order (batches sorted by length to save padding)."""
+    """Batched logits in the original order (batches sorted by length to save padding).
+
+    Inside ``distributed.collective()`` under ``torchrun``, each rank computes a shard on its
+    device and every rank gets all rows."""
+    from probscale_edge import distributed as dist
+
+    def part(start, stop):
+        sub_p = list(pairs[start:stop]) if pairs else None
+        with dist.on_device(model):
+            return _predict_logits(model, tokenizer, list(texts[start:stop]), sub_p, batch_size, max_length, progress)
+
+    return dist.sharded_map(len(texts), part)
+
+
+@torch.no_grad()
+def _predict_logits(model, tokenizer, texts, pairs, batch_size, max_length, progress):
     import numpy as np
 
     model.eval()
+    dev = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
     out = np.zeros((len(texts), model.classifier.out_features), dtype=np.float32)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         enc = tokenize(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, max_length)
-        out[idx] = model(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}).numpy()
+        args = {k: v.to(dev) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        out[idx] = model(**args).float().cpu().numpy()
         if progress:
             progress(len(idx))
     return out

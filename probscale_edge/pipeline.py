@@ -64,7 +64,8 @@ class BuildConfig:
 
 
 def _log(msg):
-    print(msg, file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # one voice under torchrun
+        print(msg, file=sys.stderr, flush=True)
 
 
 def default_output(cfg: BuildConfig) -> Path:
@@ -261,11 +262,18 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     stages = {}
     # ---- teacher: the full model fine-tuned with the same recipe (cached by content hash)
     rc = cfg.recover
+    from probscale_edge import distributed as dist
+
+    dist.init()
+    runner = [] if not dist.active() else [dist.world_size(), dist.device().type]  # DDP results differ slightly
     teacher_key = _hash("teacher-v1", model_fingerprint(src), task.fingerprint(), cfg.pooling, cfg.seed,
-                        {k: v for k, v in asdict(rc).items() if k not in ("mode", "student_lr", "temperature", "alpha")})
+                        {k: v for k, v in asdict(rc).items()
+                         if k not in ("mode", "student_lr", "temperature", "alpha", "amp", "checkpoint_every")},
+                        *([runner] if runner else []))
     tdir = cache_dir() / "teachers" / teacher_key
     t0 = time.time()
-    if cfg.use_cache and (tdir / "probscale.json").exists() and (tdir / "logits.npz").exists():
+    # decisions that steer the control flow are rank 0's, so every rank takes the same path
+    if dist.broadcast(cfg.use_cache and (tdir / "probscale.json").exists() and (tdir / "logits.npz").exists()):
         log(f"[cache] fine-tuned teacher {teacher_key}")
         teacher, tokenizer, _ = load_classifier(tdir)
         z = np.load(tdir / "logits.npz")
@@ -278,10 +286,13 @@ def build(cfg: BuildConfig, log=_log) -> dict:
         fault("finetune")
         log(f"fine-tuning the full model on {task.name} (the teacher and the reference accuracy) ...")
         teacher = full
-        fit = train_classifier(teacher, tokenizer, task.train, rc, lr=rc.lr, progress_desc="fine-tune full model")
-        train_logits = predict_logits(teacher, tokenizer, task.train.texts, task.train.pairs, max_length=cfg.max_length)
-        eval_logits = predict_logits(teacher, tokenizer, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
-        if cfg.use_cache:
+        fit = train_classifier(teacher, tokenizer, task.train, rc, lr=rc.lr, progress_desc="fine-tune full model",
+                               checkpoint=cache_dir() / "teachers" / f"{teacher_key}.train.pt", resume=cfg.resume)
+        with dist.collective():
+            train_logits = predict_logits(teacher, tokenizer, task.train.texts, task.train.pairs,
+                                          max_length=cfg.max_length)
+            eval_logits = predict_logits(teacher, tokenizer, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
+        if cfg.use_cache and dist.is_main():
             save_classifier(teacher, tokenizer, tdir, task.label_names, extra={"fit": fit, "source": str(src)})
             np.savez(tdir / "logits.npz.part.npz", train=train_logits, eval=eval_logits)
             os.replace(tdir / "logits.npz.part.npz", tdir / "logits.npz")
@@ -301,14 +312,16 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     pcfg = cfg.probe
     pcfg.pooling = cfg.pooling
     probe_key = _hash("probe-v1", teacher_key, [t.fingerprint() for t in tasks], weights, asdict(pcfg))
-    cached = ck.load_json(probe_key)
+    cached = dist.broadcast(ck.load_json(probe_key))
     if cached:
         log("[resume] probe report")
         report = ProbeReport(**{k: cached[k] for k in ("tasks", "weighted", "config")})
     else:
         log("probing every layer ...")
-        report = probe_layers(teacher, tokenizer, tasks, weights, pcfg)
-        ck.save_json(probe_key, report.to_dict())
+        with dist.collective():
+            report = probe_layers(teacher, tokenizer, tasks, weights, pcfg)
+        if dist.is_main():
+            ck.save_json(probe_key, report.to_dict())
     stages["probe"] = {**report.to_dict(), "seconds": round(time.time() - t0, 1), "resumed": bool(cached)}
     log("  weighted probe accuracy by layer: " + " ".join(f"{a:.3f}" for a in report.weighted))
 
@@ -321,15 +334,19 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     scfg.budget = cfg.budget
     scfg.seed = cfg.seed
     select_key = _hash("select-v1", probe_key, asdict(scfg))
-    cached = ck.load_json(select_key)
+    cached = dist.broadcast(ck.load_json(select_key))
     if cached:
         log("[resume] subnetwork selection")
         selection = Selection.from_dict(cached)
     else:
         log(f"selecting a subnetwork under budget {cfg.budget:.3f} ({scfg.strategy}, {scfg.granularity}) ...")
-        selection = select_subnetwork(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
-                                      probe_cfg=pcfg, log=log)
-        ck.save_json(select_key, selection.to_dict())
+        with dist.collective():
+            selection = select_subnetwork(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
+                                          probe_cfg=pcfg, log=log)
+        # every rank must cut the same subnetwork: rank 0's choice wins (GPU kernels need not agree bitwise)
+        selection = Selection.from_dict(dist.broadcast(selection.to_dict()))
+        if dist.is_main():
+            ck.save_json(select_key, selection.to_dict())
     stages["select"] = {**selection.to_dict(), "seconds": round(time.time() - t0, 1), "resumed": bool(cached)}
     shapes_note = ""
     if selection.spec.heads or selection.spec.ffn:
@@ -342,7 +359,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     work = Path(tempfile.mkdtemp(dir=staging_parent, prefix=f".{out.name}.build-{os.getpid()}-"))
     try:
         sdir = ck.path(student_key)
-        if ck.reuse and (sdir / "probscale.json").exists() and (sdir / "stages.json").exists():
+        if dist.broadcast(ck.reuse and (sdir / "probscale.json").exists() and (sdir / "stages.json").exists()):
             log("[resume] pruned and recovered student")
             student, stok, _ = load_classifier(sdir)
             saved = json.loads((sdir / "stages.json").read_text())
@@ -368,12 +385,14 @@ def build(cfg: BuildConfig, log=_log) -> dict:
                 log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
                     f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
             pruned_dir = work / "pruned"
-            save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict()})
-            reloaded, _, _ = load_classifier(pruned_dir)
-            sample = task.eval.texts[:64]
-            a = predict_logits(student, stok, sample, max_length=cfg.max_length)
-            b = predict_logits(reloaded, stok, sample, max_length=cfg.max_length)
-            reload_diff = float(np.abs(a - b).max())
+            reload_diff = 0.0
+            if dist.is_main():  # files are rank 0's (transformers saves on rank 0 only, too)
+                save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict()})
+                reloaded, _, _ = load_classifier(pruned_dir)
+                sample = task.eval.texts[:64]
+                a = predict_logits(student, stok, sample, max_length=cfg.max_length)
+                b = predict_logits(reloaded, stok, sample, max_length=cfg.max_length)
+                reload_diff = float(np.abs(a - b).max())
             pruned_counts = student.param_counts()
             stages["prune"] = {"reload_max_abs": reload_diff, "parameters": pruned_counts,
                                "layer_shapes": student.layer_shapes(), "seconds": round(time.time() - t0, 1)}
@@ -387,16 +406,23 @@ def build(cfg: BuildConfig, log=_log) -> dict:
             fault("recover")
             t0 = time.time()
             log(f"recovering accuracy ({rc.mode}) ...")
-            rec = recover(student, stok, task.train, rc, teacher_logits=train_logits)
-            student_logits = predict_logits(student, stok, task.eval.texts, task.eval.pairs, max_length=cfg.max_length)
+            rec = recover(student, stok, task.train, rc, teacher_logits=train_logits,
+                          checkpoint=ck.path(f"{student_key}.train.pt"), resume=cfg.resume)
+            with dist.collective():
+                student_logits = predict_logits(student, stok, task.eval.texts, task.eval.pairs,
+                                                max_length=cfg.max_length)
             student_acc = accuracy(student_logits, task.eval.labels)
             stages["recover"] = {**rec, "accuracy": student_acc, "seconds": round(time.time() - t0, 1)}
             log(f"pruned fp32 model: eval accuracy {student_acc:.4f} ({student_acc / teacher_acc:.1%} of the full model)")
-            save_classifier(student, stok, pruned_dir, task.label_names, extra={"spec": selection.spec.to_dict(),
-                                                                                      "recover": rc.mode})
-
             fault("checkpoint")
-            ck.save_dir(student_key, pruned_dir, {k: stages[k] for k in ("prune", "recover", "vocab") if k in stages})
+            if dist.is_main():
+                save_classifier(student, stok, pruned_dir, task.label_names,
+                                extra={"spec": selection.spec.to_dict(), "recover": rc.mode})
+                ck.save_dir(student_key, pruned_dir, {k: stages[k] for k in ("prune", "recover", "vocab") if k in stages})
+
+        if not dist.is_main():  # the other ranks' work (training, sharded forward passes) ends here
+            return {"rank": dist.rank(), "world_size": dist.world_size(), "accuracy": student_acc,
+                    "teacher_accuracy": teacher_acc}
 
         # ---- export to ONNX with parity
         from probscale_edge.converters.onnx_export import ExportConfig, export_onnx, onnx_logits

@@ -44,19 +44,35 @@ def _pool(h, mask, pooling):
     return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-@torch.no_grad()
 def extract_features(model, tokenizer, texts, pairs, cfg: ProbeConfig, progress=None) -> np.ndarray:
-    """Pooled features of every hidden state: array [num_hidden_states, n, hidden]."""
+    """Pooled features of every hidden state: array [num_hidden_states, n, hidden].
+
+    Inside ``distributed.collective()`` under ``torchrun``, each rank extracts a shard on its
+    device and every rank gets all of them."""
+    from probscale_edge import distributed as dist
+
+    def part(start, stop):
+        with dist.on_device(model):
+            return _extract(model, tokenizer, list(texts[start:stop]), list(pairs[start:stop]) if pairs else None,
+                            cfg, progress)
+
+    return dist.sharded_map(len(texts), part, axis=1)
+
+
+@torch.no_grad()
+def _extract(model, tokenizer, texts, pairs, cfg: ProbeConfig, progress=None) -> np.ndarray:
     from probscale_edge.modeling import tokenize
 
     model.eval()
+    dev = next(model.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     feats = None
     for s in range(0, len(order), cfg.batch_size):
         idx = order[s:s + cfg.batch_size]
         enc = tokenize(tokenizer, [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, cfg.max_length)
+        enc = {k: v.to(dev) for k, v in enc.items()}
         hs = model.hidden_states(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
-        pooled = torch.stack([_pool(h, enc["attention_mask"], cfg.pooling) for h in hs]).numpy()
+        pooled = torch.stack([_pool(h, enc["attention_mask"], cfg.pooling) for h in hs]).float().cpu().numpy()
         if feats is None:
             feats = np.zeros((pooled.shape[0], len(texts), pooled.shape[2]), dtype=np.float32)
         feats[:, idx] = pooled

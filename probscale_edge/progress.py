@@ -1,4 +1,5 @@
-"""Progress bars for long stages (tqdm on stderr; quiet when PROBSCALE_EDGE_QUIET=1)."""
+"""Progress bars for long stages (tqdm on stderr; quiet when PROBSCALE_EDGE_QUIET=1
+and on every rank but 0 under torchrun)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class _Bar:
 
 @contextlib.contextmanager
 def progress_bar(total, desc):
-    if os.environ.get("PROBSCALE_EDGE_QUIET") == "1":
+    if os.environ.get("PROBSCALE_EDGE_QUIET") == "1" or os.environ.get("RANK", "0") != "0":
         yield _Bar(None)
         return
     from tqdm.auto import tqdm

@@ -54,8 +54,8 @@ def prune_heads(encoder, adapter, layer, keep_heads: list[int]) -> None:
     if not keep_heads:
         raise ProbscaleError("a layer must keep at least one attention head", "drop the whole layer instead")
     if not adapter.supports_head_pruning:
-        raise ProbscaleError(f"head pruning is not supported for {encoder.config.model_type} (its position bias is shared "
-                             "across layers)", "prune whole layers and FFN neurons for this family")
+        raise ProbscaleError(f"head pruning is not supported for {encoder.config.model_type}",
+                             "prune whole layers and FFN neurons for this family")
     hd = adapter.head_dim(encoder)
     idx = torch.tensor([h * hd + j for h in sorted(keep_heads) for j in range(hd)], dtype=torch.long)
     q, k, v, o = adapter.attention_linears(layer)
@@ -64,7 +64,8 @@ def prune_heads(encoder, adapter, layer, keep_heads: list[int]) -> None:
     adapter._set(layer, adapter.v, _slice_linear(v, idx, 0))
     adapter._set(layer, adapter.o, _slice_linear(o, idx, 1))
     adapter.set_heads(layer, len(keep_heads), hd)
-    adapter.on_heads_pruned(encoder, layer, sorted(keep_heads)) if hasattr(adapter, "on_heads_pruned") else None
+    # shared-position-bias families (T5, MPNet): the layer records which source heads it kept
+    adapter.on_heads_pruned(encoder, layer, sorted(keep_heads))
 
 
 def prune_ffn(encoder, adapter, layer, keep: list[int]) -> None:
@@ -77,10 +78,16 @@ def prune_ffn(encoder, adapter, layer, keep: list[int]) -> None:
 
 
 def resize_layer(encoder, adapter, layer, shape: dict) -> None:
-    """Give a layer ``shape`` ({heads, ffn}) by keeping the first units (used before loading weights)."""
+    """Give a fresh layer ``shape`` ({heads, ffn[, head_ids]}) before its weights load.
+
+    Heads: the source heads ``head_ids`` where recorded (shared-position-bias families, whose
+    layers must select the same rows of the bias), else the first ``heads``; FFN: the first ``ffn``."""
     cur = adapter.layer_shape(encoder, layer)
-    if shape["heads"] != cur["heads"]:
-        prune_heads(encoder, adapter, layer, list(range(shape["heads"])))
+    if shape["heads"] != cur["heads"] or shape.get("head_ids") != cur.get("head_ids"):
+        keep = shape.get("head_ids") or list(range(shape["heads"]))
+        if len(keep) != shape["heads"]:
+            raise ProbscaleError(f"layer shape {shape} is inconsistent (head_ids vs heads)", "rebuild the model folder")
+        prune_heads(encoder, adapter, layer, [int(h) for h in keep])
     if shape["ffn"] != cur["ffn"]:
         prune_ffn(encoder, adapter, layer, list(range(shape["ffn"])))
 

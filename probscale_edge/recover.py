@@ -8,8 +8,11 @@ buckets), which keeps padding low on CPUs.
 from __future__ import annotations
 
 import math
+import os
 import random
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +37,8 @@ class RecoverConfig:
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the hard-label loss when distilling
     seed: int = 0
+    amp: bool = True  # bf16 autocast on GPUs (ignored on CPUs)
+    checkpoint_every: int = 200  # steps between training-state checkpoints (0: none)
 
 
 def _batches(lengths, batch_size, rng):
@@ -49,16 +54,32 @@ def _batches(lengths, batch_size, rng):
 
 
 def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits: np.ndarray | None = None,
-                     lr: float | None = None, progress_desc: str = "fine-tune", head_only: bool = False) -> dict:
-    """Train ``model`` in place on ``split``; returns a small report (steps, final loss)."""
+                     lr: float | None = None, progress_desc: str = "fine-tune", head_only: bool = False,
+                     checkpoint: str | os.PathLike | None = None, resume: bool = False) -> dict:
+    """Train ``model`` in place on ``split``; returns a small report (steps, final loss).
+
+    Under ``torchrun``/``accelerate launch`` the model is wrapped in DDP and every global batch of
+    ``cfg.batch_size`` is split across the ranks, so N processes take the same optimisation steps
+    as one. ``checkpoint`` (a file path) saves the training state every ``cfg.checkpoint_every``
+    steps (rank 0, atomically); with ``resume`` a run restarts from it.
+    """
+    from probscale_edge import distributed as dist
     from probscale_edge.modeling import tokenize
+    from probscale_edge.pipeline import fault
     from probscale_edge.progress import progress_bar
 
     if len(split) == 0:
         raise ProbscaleError("the training split is empty", "give training data")
+    world, rank = dist.world_size(), dist.rank()
+    if cfg.batch_size < world:
+        raise ProbscaleError(f"batch size {cfg.batch_size} is smaller than the {world} processes",
+                             f"pass a batch size of at least {world}")
+    dist.init()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     lr = lr or cfg.lr
+    dev = dist.device()
+    model.to(dev)
     model.train()
     for p in model.parameters():
         p.requires_grad = not head_only
@@ -79,51 +100,106 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
         opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
     labels = torch.tensor(split.labels, dtype=torch.long)
     tl = torch.tensor(teacher_logits) if teacher_logits is not None else None
-    step, losses = 0, []
+    net = model
+    if dist.active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    amp = dev.type == "cuda" and cfg.amp
+    step, losses, start = 0, [], 0
+    ck = Path(checkpoint) if checkpoint else None
+    if ck is not None and resume and ck.exists():
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        if state.get("total") == total:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            torch.set_rng_state(state["torch_rng"])
+            start, losses = state["step"], state["losses"]
+    seen = 0
+    t0 = time.perf_counter()
     with progress_bar(total, progress_desc) as bar:
+        bar.update(start)
         while step < total:
             for b in _batches(lengths, cfg.batch_size, rng):
                 if step >= total:
                     break
-                enc = tokenize(tokenizer, [split.texts[i] for i in b],
-                               [split.pairs[i] for i in b] if split.pairs else None, cfg.max_length)
-                logits = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
-                y = labels[b]
+                if step < start:  # replaying the batch order of a resumed run
+                    step += 1
+                    continue
+                mine = b[rank::world]  # this rank's share of the global batch
+                enc = tokenize(tokenizer, [split.texts[i] for i in mine],
+                               [split.pairs[i] for i in mine] if split.pairs else None, cfg.max_length)
+                enc = {k: v.to(dev) for k, v in enc.items()}
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    logits = net(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).float()
+                y = labels[mine].to(dev)
                 loss = F.cross_entropy(logits, y)
                 if tl is not None:
                     T = cfg.temperature
-                    kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(tl[b] / T, -1), reduction="batchmean") * T * T
+                    kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(tl[mine].to(dev) / T, -1),
+                                  reduction="batchmean") * T * T
                     loss = cfg.alpha * loss + (1 - cfg.alpha) * kd
-                loss.backward()
+                # DDP averages gradients over ranks; weighting by the share size makes that the
+                # mean over the global batch even when the shares differ by one example
+                (loss * (len(mine) * world / len(b))).backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 losses.append(loss.item())
                 step += 1
+                seen += len(b)
                 bar.update(1, loss=sum(losses[-20:]) / len(losses[-20:]))
+                if ck is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                    _save_state(ck, model, opt, sched, step, total, losses)
+                fault(f"train-step:{step}")
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    model.to("cpu")
     model.eval()
     for p in model.parameters():
         p.requires_grad = True
+    if ck is not None and dist.is_main():
+        ck.unlink(missing_ok=True)
     return {"steps": step, "final_loss": float(np.mean(losses[-20:])), "lr": lr, "examples": len(split),
-            "epochs": cfg.epochs, "distilled": tl is not None, "head_only": head_only}
+            "epochs": cfg.epochs, "distilled": tl is not None, "head_only": head_only, "resumed_at_step": start,
+            "world_size": world, "device": dev.type, "train_seconds": round(seconds, 2),
+            "examples_per_second": round(seen / seconds, 1) if seconds > 0 else None}
 
 
-def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None) -> dict:
+def _save_state(path: Path, model, opt, sched, step, total, losses):
+    from probscale_edge import distributed as dist
+
+    if not dist.is_main():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(), "step": step, "total": total,
+                "losses": losses}, tmp)
+    os.replace(tmp, path)
+
+
+def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None, checkpoint=None,
+            resume: bool = False) -> dict:
     """Apply the recovery mode to a pruned student."""
     if cfg.mode not in MODES:
         raise ProbscaleError(f"unknown recovery mode {cfg.mode!r}", f"use --recover {'|'.join(MODES)}")
     if cfg.mode == "none":
         return {"mode": "none"}
     if cfg.mode == "head":
-        rep = train_classifier(student, tokenizer, split, cfg, lr=1e-3, progress_desc="recover (head)", head_only=True)
+        rep = train_classifier(student, tokenizer, split, cfg, lr=1e-3, progress_desc="recover (head)", head_only=True,
+                               checkpoint=checkpoint, resume=resume)
     elif cfg.mode == "finetune":
-        rep = train_classifier(student, tokenizer, split, cfg, lr=cfg.student_lr, progress_desc="recover (fine-tune)")
+        rep = train_classifier(student, tokenizer, split, cfg, lr=cfg.student_lr, progress_desc="recover (fine-tune)",
+                               checkpoint=checkpoint, resume=resume)
     else:
         if teacher_logits is None:
             raise ProbscaleError("distillation needs the teacher's logits", "use --recover finetune")
         rep = train_classifier(student, tokenizer, split, cfg, teacher_logits=teacher_logits, lr=cfg.student_lr,
-                               progress_desc="recover (distill)")
+                               progress_desc="recover (distill)", checkpoint=checkpoint, resume=resume)
     rep["mode"] = cfg.mode
     rep["config"] = asdict(cfg)
     return rep

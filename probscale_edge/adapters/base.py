@@ -33,6 +33,11 @@ def get_adapter(model_type: str) -> "Adapter":
     return _REGISTRY[model_type]
 
 
+# non-persistent buffer (long, [kept heads]) on the attention module of a head-pruned layer of a
+# shared-position-bias family: source head indices, in the layer's head order
+HEAD_IDS = "probscale_head_ids"
+
+
 class Adapter:
     """Maps roles to modules for one family. Subclasses fill in the attribute paths."""
 
@@ -45,9 +50,12 @@ class Adapter:
     heads_key: str = "num_attention_heads"
     ffn_key: str = "intermediate_size"
     uses_token_type_ids: bool = True
-    # families whose attention bias is shared across layers (T5, MPNet) need per-layer head maps
-    # to prune heads; not implemented yet, so head pruning is refused for them with a clear error
     supports_head_pruning: bool = True
+    # families whose relative-position bias is computed once for all heads and shared by every layer
+    # (T5, MPNet): a head-pruned layer keeps the source indices of its heads (buffer HEAD_IDS on its
+    # attention module, see on_heads_pruned) and picks only those rows of the shared bias. The indices
+    # are part of layer_shape(), so they are saved in probscale.json and a reload rebuilds them.
+    shared_position_bias: bool = False
     # roles inside one layer: dotted paths relative to the layer
     q: str = ""
     k: str = ""
@@ -131,9 +139,41 @@ class Adapter:
         return getattr(c, self.hidden_key) // getattr(c, self.heads_key)
 
     def layer_shape(self, encoder, layer) -> dict:
+        """{"heads", "ffn"} (+ "head_ids": source head indices, for a head-pruned shared-bias layer)."""
         q, _, _, _ = self.attention_linears(layer)
         fi, _ = self.ffn_linears(layer)
-        return {"heads": q.out_features // self.head_dim(encoder), "ffn": fi.out_features}
+        shape = {"heads": q.out_features // self.head_dim(encoder), "ffn": fi.out_features}
+        ids = self.kept_head_ids(layer)
+        if ids is not None:
+            shape["head_ids"] = ids
+        return shape
+
+    # ------------------------------------------------------------------ shared position bias
+    def kept_head_ids(self, layer):
+        """Source indices of the heads a layer kept (None: all heads, unmapped)."""
+        ids = getattr(self._get(layer, self.attn_module), HEAD_IDS, None)
+        return None if ids is None else [int(i) for i in ids.tolist()]
+
+    def on_heads_pruned(self, encoder, layer, keep: list[int]) -> None:
+        """Called by prune_heads after ``layer`` kept heads ``keep`` (indices into its current heads)."""
+        if not self.shared_position_bias:
+            return
+        import torch
+
+        attn = self._get(layer, self.attn_module)
+        prev = self.kept_head_ids(layer)
+        ids = [prev[i] for i in keep] if prev is not None else list(keep)
+        if prev is None and ids == list(range(getattr(encoder.config, self.heads_key))):
+            return  # all heads kept: the layer uses the whole bias as it is
+        dev = next(attn.parameters()).device
+        attn.register_buffer(HEAD_IDS, torch.tensor(ids, dtype=torch.long, device=dev), persistent=False)
+        if not getattr(attn, "_probscale_head_map", False):
+            self.install_head_map(attn)
+            attn._probscale_head_map = True
+
+    def install_head_map(self, attn) -> None:
+        """Hook ``attn`` so that it adds only the rows HEAD_IDS of the shared position bias."""
+        raise NotImplementedError(f"{type(self).__name__} shares a position bias but has no head map")
 
     def shared_bias_heads(self, encoder):
         """A module whose output dimension is the head count and is shared by all layers, or None."""

@@ -1,6 +1,44 @@
-"""T5 encoder (for classification): ``encoder.block``; block 0 owns the relative-position bias."""
+"""T5 encoder (for classification): ``encoder.block``; block 0 owns the relative-position bias.
 
-from probscale_edge.adapters.base import Adapter, register
+The first block computes the bias [1, H, L, L] for all H heads and returns it; ``T5Stack`` passes
+it on to every later block. A head-pruned block holds the source indices of its heads (buffer
+``HEAD_IDS`` on its ``SelfAttention``); a forward pre-hook gives the attention only those rows of
+the bias (computing the full bias first when the block owns ``relative_attention_bias``) and a
+forward hook returns the *full* bias, so later blocks still see every head.
+"""
+
+from probscale_edge.adapters.base import HEAD_IDS, Adapter, register
+
+_FULL_BIAS = "probscale_full_position_bias"  # private kwarg from the pre-hook to the forward hook
+
+
+def _select_bias_heads(attn, args, kwargs):
+    """Forward pre-hook of T5Attention(hidden_states, mask=None, key_value_states=None, position_bias=None, ...)."""
+    ids = getattr(attn, HEAD_IDS, None)
+    if ids is None:
+        return None
+    args, kwargs = tuple(args), dict(kwargs)
+    if len(args) > 3:  # position_bias (and cache) passed positionally: make them keywords
+        kwargs.update(zip(("position_bias", "cache"), args[3:]))
+        args = args[:3]
+    full = kwargs.get("position_bias")
+    if full is None:
+        if not attn.has_relative_attention_bias:
+            return None  # no bias anywhere (not a T5 encoder layout): nothing to select
+        hs = kwargs.get("hidden_states", args[0] if args else None)
+        n = hs.shape[1]
+        full = attn.compute_bias(n, n, device=hs.device)
+    kwargs["position_bias"] = full.index_select(1, ids)
+    kwargs[_FULL_BIAS] = full
+    return args, kwargs
+
+
+def _return_full_bias(attn, args, kwargs, output):
+    """Forward hook: hand the bias of all heads (not this block's rows) on to the next block."""
+    full = kwargs.get(_FULL_BIAS)
+    if full is None:
+        return None
+    return (output[0], full) + tuple(output[2:])
 
 
 @register
@@ -14,7 +52,7 @@ class T5EncoderAdapter(Adapter):
     heads_key = "num_heads"
     ffn_key = "d_ff"
     uses_token_type_ids = False
-    supports_head_pruning = False
+    shared_position_bias = True
     q = "layer.0.SelfAttention.q"
     k = "layer.0.SelfAttention.k"
     v = "layer.0.SelfAttention.v"
@@ -45,3 +83,7 @@ class T5EncoderAdapter(Adapter):
         attn = self._get(layer, self.attn_module)
         attn.n_heads = num_heads
         attn.inner_dim = num_heads * head_dim
+
+    def install_head_map(self, attn):
+        attn.register_forward_pre_hook(_select_bias_heads, with_kwargs=True)
+        attn.register_forward_hook(_return_full_bias, with_kwargs=True)
