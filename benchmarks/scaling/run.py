@@ -5,7 +5,12 @@ so the fine-tune and the distillation both run on N processes (DDP; GPUs when pr
 CPUs). Prints a table and writes JSON: training throughput (examples/s) of the teacher fine-tune
 and of the distillation, their speed-up over the first process count, and accuracies.
 
-    python benchmarks/scaling/run.py --nprocs 1 2 -- --max-train 0 --batch-size 128
+    python benchmarks/scaling/run.py --nprocs 1 2 -- --max-train 100000 --batch-size 256
+
+Strong scaling (default): the same global batch on every process count, so N processes take the
+very same optimisation steps. Weak scaling (--weak-scaling): the per-process batch stays fixed, so
+the global batch and the learning rates grow N-fold (linear scaling rule) and there are N times
+fewer steps; use it when one process's step is bound by kernel launches rather than FLOPs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+SCALED = {"--batch-size": 32, "--lr": 5e-5, "--student-lr": 1e-4}  # build's defaults
+
+
+def scaled_args(build_args: list[str], factor: int) -> list[str]:
+    """``build_args`` with --batch-size and the learning rates multiplied by ``factor``."""
+    out, given = list(build_args), set()
+    for i, a in enumerate(out[:-1]):
+        if a in SCALED:
+            kind = int if a == "--batch-size" else float
+            out[i + 1] = str(kind(out[i + 1]) * factor)
+            given.add(a)
+    for a, default in SCALED.items():
+        if a not in given:
+            out += [a, str(default * factor)]
+    return out
 
 
 def run_one(nproc: int, build_args: list[str], workdir: Path) -> dict:
@@ -50,6 +72,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", default="benchmarks/scaling/results.json")
+    ap.add_argument("--weak-scaling", action="store_true", help="fixed per-process batch (see above)")
     ap.add_argument("build_args", nargs=argparse.REMAINDER, help="after --: options passed to `probscale-edge build`")
     a = ap.parse_args()
     build_args = [x for x in a.build_args if x != "--"]
@@ -57,7 +80,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="probscale-scaling-") as d:
         for n in a.nprocs:
             print(f"building on {n} process(es) ...", file=sys.stderr, flush=True)
-            rows.append(run_one(n, build_args, Path(d)))
+            args = scaled_args(build_args, n) if a.weak_scaling else build_args
+            rows.append(run_one(n, args, Path(d)) | {"build_args": args})
     base = rows[0]
     for r in rows:
         for k in ("finetune", "distill"):
@@ -74,6 +98,7 @@ def main():
               f"{r['student_accuracy']:.4f} | {r['bundle_accuracy']:.4f} | {r['wall_seconds']} |")
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps({"schema": "probscale-edge.scaling/1", "build_args": build_args,
+                                        "scaling": "weak" if a.weak_scaling else "strong",
                                         "host": os.uname().nodename, "rows": rows}, indent=2))
     print(f"wrote {a.json}", file=sys.stderr)
 
