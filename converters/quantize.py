@@ -1,4 +1,5 @@
-"""ONNX Runtime dynamic int8 quantization with target presets and an accuracy gate with fallbacks.
+"""ONNX Runtime int8 quantization (dynamic, or static QDQ calibrated on task data) with target
+presets and an accuracy gate with fallbacks.
 
 Presets follow ONNX Runtime's advice (and Optimum's presets): u8 activations (dynamic), s8
 weights, per-channel; ``reduce_range`` only for AVX2/AVX-512 without VNNI, whose u8*s8 kernels can
@@ -36,6 +37,8 @@ class QuantizeConfig:
     per_channel: bool | None = None  # None: the preset's
     reduce_range: bool | None = None
     exclude_nodes: list = field(default_factory=list)
+    mode: str = "dynamic"  # dynamic | static (QDQ, activations calibrated on task data)
+    calibration_examples: int = 256
 
 
 def check_target(target: str) -> None:
@@ -63,12 +66,44 @@ def quantize_dynamic_int8(src, dst, preset: dict, exclude_nodes=()) -> dict:
     return {"seconds": round(time.time() - t0, 2), "bytes": Path(dst).stat().st_size}
 
 
-def fallback_chain(fp32_path, preset: dict, user_exclude=()):
+def quantize_static_int8(src, dst, preset: dict, calibration_feeds, exclude_nodes=(), method: str = "MinMax") -> dict:
+    """Static QDQ int8: weights s8 (per-channel per the preset), activations u8 with ranges
+    calibrated on ``calibration_feeds`` (a list of input dicts, e.g. tokenized training text)."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(calibration_feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    t0 = time.time()
+    tmp = Path(str(dst) + ".part")
+    quantize_static(str(src), str(tmp), Feeds(), quant_format=QuantFormat.QDQ, per_channel=preset["per_channel"],
+                    reduce_range=preset["reduce_range"], activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                    nodes_to_exclude=list(exclude_nodes), calibrate_method=getattr(CalibrationMethod, method),
+                    extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True, "ActivationSymmetric": False})
+    os.replace(tmp, dst)
+    return {"seconds": round(time.time() - t0, 2), "bytes": Path(dst).stat().st_size, "calibration": method,
+            "calibration_examples": len(calibration_feeds)}
+
+
+def fallback_chain(fp32_path, preset: dict, user_exclude=(), mode: str = "dynamic"):
     """Settings tried in order until one passes the accuracy gate."""
     nodes = _matmul_nodes(fp32_path)
     head = [n for n in nodes if "classifier" in n or "pooler" in n]
     last = nodes[-max(1, min(6, len(nodes) // 4)):]
-    chain = [("preset", dict(preset), list(user_exclude))]
+    chain = []
+    if mode == "static":  # static first, sensitive nodes (head, then last layer) kept in fp32 next,
+        # then the dynamic chain: static ranges are the usual suspect when int8 loses accuracy
+        chain += [("static QDQ", {**preset, "static": True}, list(user_exclude)),
+                  ("static QDQ, classifier in fp32", {**preset, "static": True}, sorted(set(user_exclude) | set(head))),
+                  ("static QDQ, last layer in fp32", {**preset, "static": True},
+                   sorted(set(user_exclude) | set(head) | set(last)))]
+    chain.append(("preset", dict(preset), list(user_exclude)))
     if not preset["per_channel"]:
         chain.append(("per-channel weights", {**preset, "per_channel": True}, list(user_exclude)))
         preset = {**preset, "per_channel": True}
@@ -80,8 +115,10 @@ def fallback_chain(fp32_path, preset: dict, user_exclude=()):
     return chain
 
 
-def quantize_with_gate(fp32_path, out_path, cfg: QuantizeConfig, evaluate, fp32_accuracy: float, log=None) -> dict:
+def quantize_with_gate(fp32_path, out_path, cfg: QuantizeConfig, evaluate, fp32_accuracy: float, log=None,
+                       calibration=None) -> dict:
     """Quantize and gate on accuracy. ``evaluate(path) -> accuracy``. Returns the decision record.
+    ``calibration() -> list of input dicts`` is needed for ``cfg.mode == "static"``.
 
     The result at ``out_path`` is the first setting whose accuracy drop is within the gate, or the
     fp32 model itself when none passes (``precision`` is then ``fp32`` in the record).
@@ -101,8 +138,18 @@ def quantize_with_gate(fp32_path, out_path, cfg: QuantizeConfig, evaluate, fp32_
         shutil.copyfile(fp32_path, out_path)
         record.update(precision="fp32", chosen="fp32 (requested)")
         return record
-    for name, p, excl in fallback_chain(fp32_path, preset, cfg.exclude_nodes):
-        info = quantize_dynamic_int8(fp32_path, out_path, p, excl)
+    if cfg.mode not in ("dynamic", "static"):
+        raise ProbscaleError(f"unknown quantization mode {cfg.mode!r}", "use --quant-mode dynamic|static")
+    if cfg.mode == "static" and calibration is None:
+        raise ProbscaleError("static quantization needs calibration data", "pass task data, or use --quant-mode dynamic")
+    record["mode"] = cfg.mode
+    feeds = None
+    for name, p, excl in fallback_chain(fp32_path, preset, cfg.exclude_nodes, cfg.mode):
+        if p.get("static"):
+            feeds = feeds if feeds is not None else calibration()
+            info = quantize_static_int8(fp32_path, out_path, p, feeds, excl)
+        else:
+            info = quantize_dynamic_int8(fp32_path, out_path, p, excl)
         acc = evaluate(out_path)
         drop = (fp32_accuracy - acc) * 100
         ok = drop <= cfg.max_accuracy_drop

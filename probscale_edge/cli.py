@@ -143,6 +143,8 @@ def main():
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="int8 accuracy gate, in points; falls back step by step, down to fp32.")
 @click.option("--precision", default="int8", show_default=True, help="int8 | fp32")
+@click.option("--quant-mode", default="dynamic", show_default=True,
+              help="dynamic | static (QDQ, activation ranges calibrated on the task's training text)")
 @click.option("--max-eval", type=int, default=None, help="Cap on eval examples (stratified).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(), default=None, help="Bundle folder (default bundles/MODEL-TASK-TARGET).")
@@ -153,7 +155,7 @@ def main():
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
           strategy, granularity, layer_budget, trim_vocab, recover_mode, epochs, batch_size, lr, student_lr, pooling, max_accuracy_drop,
-          precision, max_eval, seed, output, force,
+          precision, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
     if target not in TARGETS:
@@ -161,6 +163,8 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
     if not (0 < budget <= 1):
         raise ProbscaleError(f"--budget {budget} is not a fraction in (0, 1]",
                              "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
+    if quant_mode not in ("dynamic", "static"):
+        raise ProbscaleError(f"unknown --quant-mode {quant_mode!r}", "use --quant-mode dynamic or static")
     from probscale_edge.pipeline import BuildConfig, build as run_build
     from probscale_edge.probe import ProbeConfig
     from probscale_edge.recover import RecoverConfig
@@ -175,7 +179,8 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                                           layer_budget=layer_budget),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,
                                             lr=lr, student_lr=student_lr),
-                      quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision})
+                      quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision,
+                                "mode": quant_mode})
     from probscale_edge import distributed as dist
 
     try:

@@ -465,7 +465,18 @@ def build(cfg: BuildConfig, log=_log) -> dict:
                                      int(stok.pad_token_id or 0))
             return p.accuracy(task.eval.texts, task.eval.labels, task.eval.pairs)
 
-        q = quantize_with_gate(fp32_path, model_path, qcfg, evaluate, onnx_fp32_acc, log=log)
+        def calibration():
+            # static QDQ: activation ranges from training text, encoded by the runtime's own tokenizer
+            from probscale_edge.data import stratified_sample
+            from probscale_edge.runtime.predictor import Predictor
+
+            p = Predictor.from_files(fp32_path, rt_tok / "tokenizer.json", task.label_names, cfg.max_length,
+                                     int(stok.pad_token_id or 0))
+            idx = stratified_sample(task.train.labels, min(qcfg.calibration_examples, len(task.train)), seed=cfg.seed)
+            feeds = [p.encode([task.train.texts[i]], [task.train.pairs[i]] if task.train.pairs else None) for i in idx]
+            return [{k: v for k, v in f.items() if k in names} for f in feeds]
+
+        q = quantize_with_gate(fp32_path, model_path, qcfg, evaluate, onnx_fp32_acc, log=log, calibration=calibration)
         q_logits = onnx_logits(model_path, stok, task.eval.texts[:256], task.eval.pairs[:256] if task.eval.pairs else None,
                                cfg.max_length, input_names=names)
         f_logits = fp32_eval_logits[:256]

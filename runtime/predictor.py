@@ -61,6 +61,10 @@ class _LiteRTBackend:
         self.in_details = {d["name"]: d for d in self.interp.get_input_details()}
         self.out = self.interp.get_output_details()[0]
         self.inputs = list(self.in_details)
+        shapes = {tuple(d["shape"]) for d in self.in_details.values()}
+        first = next(iter(shapes))
+        # graphs from litert-torch are exported at [1, fixed sequence length]
+        self.fixed_length = int(first[1]) if len(shapes) == 1 and len(first) == 2 else None
 
     def _key(self, name):
         for k in self.in_details:
@@ -80,7 +84,10 @@ class _LiteRTBackend:
                 d = self.in_details[k]
                 self.interp.set_tensor(d["index"], arr[i:i + 1].astype(d["dtype"]))
             self.interp.invoke()
-            outs.append(self.interp.get_tensor(self.out["index"]).copy())
+            out = self.interp.get_tensor(self.out["index"])
+            scale, zero = self.out["quantization"]
+            # full-integer graphs (ai-edge-quantizer static_wi8_ai8) return int8 logits
+            outs.append((out.astype(np.float32) - zero) * np.float32(scale) if scale else out.astype(np.float32))
         return np.concatenate(outs)
 
 
@@ -138,6 +145,7 @@ class Predictor:
         if not model_path.exists():
             raise BundleError(f"bundle model file {model_path.name} is missing", "rebuild the bundle")
         self.backend = (_OrtBackend if backend == "onnxruntime" else _LiteRTBackend)(model_path, threads)
+        self.fixed_length = fixed or getattr(self.backend, "fixed_length", None)  # a .tflite fixes it
 
     # ------------------------------------------------------------------ pre/post-processing
     def encode(self, texts, pairs=None) -> dict:

@@ -79,3 +79,37 @@ def test_good_setting_passes_first_time(tiny_bert, tmp_path):
                              lambda p: float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean()), 1.0)
     assert rec["precision"] == "int8" and rec["chosen"] == "preset"
     assert (tmp_path / "q.onnx").stat().st_size < path.stat().st_size
+
+
+def test_static_qdq_is_calibrated_gated_and_recorded(tiny_bert, tmp_path):
+    import numpy as np
+    import onnx
+    import pytest
+
+    from probscale_edge.errors import ProbscaleError
+
+    path, tok = _fp32_model(tiny_bert, tmp_path, outlier=False)
+    ref = onnx_logits(path, tok, TEXTS).argmax(-1)
+    names = [i.name for i in onnx.load(str(path)).graph.input]
+    feeds = [{k: np.asarray(v, dtype=np.int64) for k, v in tok([t], return_tensors="np").items() if k in names}
+             for t in TEXTS[::3]]
+    calls = []
+
+    def calibration():
+        calls.append(1)
+        return feeds
+
+    def evaluate(p):
+        return float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean())
+
+    rec = quantize_with_gate(path, tmp_path / "q.onnx", QuantizeConfig(mode="static", max_accuracy_drop=5.0),
+                             evaluate, 1.0, calibration=calibration)
+    first = rec["attempts"][0]
+    assert rec["mode"] == "static" and first["setting"] == "static QDQ"
+    assert first["calibration_examples"] == len(feeds) and len(calls) == 1  # calibrated once, on the data given
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    if rec["chosen"].startswith("static"):
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert rec["precision"] == "int8" and evaluate(tmp_path / "q.onnx") >= 0.95
+    with pytest.raises(ProbscaleError, match="calibration"):
+        quantize_with_gate(path, tmp_path / "q2.onnx", QuantizeConfig(mode="static"), evaluate, 1.0)
