@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +22,43 @@ class ExportConfig:
     max_length: int = 128
 
 
+@contextlib.contextmanager
+def eager_attention(model):
+    """Switch the encoder to eager attention (plain matmul + softmax, which exports and converts exactly:
+    SDPA blocks ONNX Runtime's attention fusions) and restore its previous setting afterwards."""
+    enc = model.encoder
+    prev = getattr(enc.config, "_attn_implementation", None)
+    try:
+        enc.set_attn_implementation("eager")
+    except Exception:  # noqa: BLE001 - families without the switch export as they are
+        pass
+    model.eval()
+    try:
+        yield
+    finally:
+        if prev:
+            try:
+                enc.set_attn_implementation(prev)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def positional(model, as_dict: bool = False):
+    """``model`` as a module taking (input_ids, attention_mask, token_type_ids) -> logits (or {"logits": ...})."""
+    import torch
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            logits = self.m(input_ids, attention_mask, token_type_ids)
+            return {"logits": logits} if as_dict else logits
+
+    return Wrapped(model).eval()
+
+
 def export_onnx(model, tokenizer, out_path, cfg: ExportConfig | None = None, parity_texts=None, parity_pairs=None,
                 log=None) -> dict:
     """Export an EncoderClassifier; returns {"path", "bytes", "parity_max_abs", "parity_pass", ...}."""
@@ -32,23 +70,7 @@ def export_onnx(model, tokenizer, out_path, cfg: ExportConfig | None = None, par
     log = log or (lambda *_: None)
     out_path = Path(out_path)
     names = model.adapter.input_names()
-    enc_model = model.encoder
-    prev_attn = getattr(enc_model.config, "_attn_implementation", None)
-    try:
-        enc_model.set_attn_implementation("eager")
-    except Exception:  # noqa: BLE001 - families without the switch export as they are
-        pass
-    model.eval()
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            return self.m(input_ids, attention_mask, token_type_ids)
-
-    w = Wrapped(model).eval()
+    w = positional(model)
     sample = tokenize(tokenizer, ["probscale edge export sample", "a second, longer sample sentence for shapes"],
                       None, cfg.max_length)
     args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in names)
@@ -57,7 +79,7 @@ def export_onnx(model, tokenizer, out_path, cfg: ExportConfig | None = None, par
     t0 = time.time()
     tmp = out_path.with_suffix(".onnx.part")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eager_attention(model):
             torch.onnx.export(w, args, str(tmp), input_names=names, output_names=["logits"], dynamic_axes=axes,
                               opset_version=cfg.opset, dynamo=cfg.dynamo, do_constant_folding=True)
         os.replace(tmp, out_path)
@@ -66,12 +88,6 @@ def export_onnx(model, tokenizer, out_path, cfg: ExportConfig | None = None, par
             tmp.unlink()
         raise ProbscaleError(f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})",
                              "report the model family; try --opset 18") from e
-    finally:
-        if prev_attn:
-            try:
-                enc_model.set_attn_implementation(prev_attn)
-            except Exception:  # noqa: BLE001
-                pass
     report = {"path": out_path.name, "bytes": out_path.stat().st_size, "opset": cfg.opset, "exporter":
               "dynamo" if cfg.dynamo else "torchscript", "export_seconds": round(time.time() - t0, 2),
               "inputs": names, "config": asdict(cfg)}

@@ -149,31 +149,17 @@ def _convert_fp32(model, tokenizer, out_path: Path, seq_len: int) -> tuple[list,
     except ImportError as e:
         raise ProbscaleError("litert-torch is not installed in this environment", INSTALL_HINT) from e
 
+    from probscale_edge.converters.onnx_export import eager_attention, positional
+
     names = list(model.adapter.input_names())
-    enc_model = model.encoder
-    prev_attn = getattr(enc_model.config, "_attn_implementation", None)
-    try:
-        enc_model.set_attn_implementation("eager")  # plain matmul/softmax: converts and runs exactly
-    except Exception:  # noqa: BLE001 - families without the switch convert as they are
-        pass
-    model.eval()
-
-    class Wrapped(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            return {"logits": self.m(input_ids, attention_mask, token_type_ids)}
-
     sample = tokenizer([DEFAULT_SAMPLES[1]], padding="max_length", truncation=True, max_length=seq_len,
                        return_tensors="pt")
     kwargs = {n: sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in names}
     t0 = time.time()
     tmp = out_path.with_name(out_path.name + ".part")
     try:
-        with torch.no_grad():
-            edge = litert_torch.convert(Wrapped(model).eval(), sample_kwargs=kwargs)
+        with torch.no_grad(), eager_attention(model):
+            edge = litert_torch.convert(positional(model, as_dict=True), sample_kwargs=kwargs)
         edge.export(str(tmp))
         os.replace(tmp, out_path)
     except ProbscaleError:
@@ -184,11 +170,6 @@ def _convert_fp32(model, tokenizer, out_path: Path, seq_len: int) -> tuple[list,
     finally:
         if tmp.exists():
             tmp.unlink()
-        if prev_attn:
-            try:
-                enc_model.set_attn_implementation(prev_attn)
-            except Exception:  # noqa: BLE001
-                pass
     return names, time.time() - t0
 
 
