@@ -70,9 +70,9 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
     if len(split) == 0:
         raise ProbscaleError("the training split is empty", "give training data")
     world, rank = dist.world_size(), dist.rank()
-    if cfg.batch_size < world:
-        raise ProbscaleError(f"batch size {cfg.batch_size} is smaller than the {world} processes",
-                             f"pass a batch size of at least {world}")
+    if cfg.batch_size < world or len(split) < world:
+        raise ProbscaleError(f"batch size {cfg.batch_size} or {len(split)} training examples is fewer than the "
+                             f"{world} processes", f"pass a batch size and data of at least {world}, or fewer processes")
     dist.init()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -131,6 +131,8 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
             for b in _batches(lengths, cfg.batch_size, rng):
                 if step >= total:
                     break
+                if len(b) < world:  # a last sliver smaller than the process count: skipped by every rank alike
+                    continue
                 if step < start:  # replaying the batch order of a resumed run
                     step += 1
                     continue
