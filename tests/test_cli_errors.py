@@ -145,27 +145,26 @@ def test_folder_that_is_not_a_model(out, tmp_path):
     assert_clean_failure(p, out, "has no config.json")
 
 
-def test_config_and_weights_disagree(out, tmp_path, tiny_bert):
+def _copy_with_config(src, dest, **changes):
+    """A copy of model folder ``src`` at ``dest`` whose config.json has ``changes`` applied."""
     import shutil
 
-    d = tmp_path / "mismatch"
-    shutil.copytree(tiny_bert, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["hidden_size"] = 48  # the weights are 32 wide
-    cfg["intermediate_size"] = 96
-    (d / "config.json").write_text(json.dumps(cfg))
+    shutil.copytree(src, dest)
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg.update(changes)
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+def test_config_and_weights_disagree(out, tmp_path, tiny_bert):
+    # the weights are 32 wide
+    d = _copy_with_config(tiny_bert, tmp_path / "mismatch", hidden_size=48, intermediate_size=96)
     p = run_cli("build", "--model", str(d), "-o", str(out))
     assert_clean_failure(p, out, "could not load the weights")
 
 
 def test_remote_code_architecture_refused(out, tmp_path, tiny_bert):
-    import shutil
-
-    d = tmp_path / "remote"
-    shutil.copytree(tiny_bert, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
-    (d / "config.json").write_text(json.dumps(cfg))
+    d = _copy_with_config(tiny_bert, tmp_path / "remote", auto_map={"AutoModel": "modeling_evil.EvilModel"})
     p = run_cli("build", "--model", str(d), "-o", str(out))
     assert_clean_failure(p, out, "needs remote code")
 

@@ -26,15 +26,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def latency_ms(predictor, text: str, length: int | None, threads: int, runs: int) -> float:
-    """p50 of batch-1 backend runs (tokenized once; padded to ``length`` when given)."""
-    from probscale_edge.runtime.predictor import Predictor
-
-    p = Predictor.from_files(predictor["path"], predictor["tokenizer"], predictor["labels"], 128, predictor["pad"],
-                             threads=threads)
-    if length and not p.fixed_length:
+def latency_ms(p, text: str, length: int | None, runs: int) -> float:
+    """p50 of batch-1 backend runs of predictor ``p`` (tokenized once; padded to ``length`` when given
+    and the graph's length is not fixed)."""
+    fixed = p.fixed_length
+    if length and not fixed:
         p.fixed_length = length
-    feed = {k: v for k, v in p.encode([text]).items() if k in p.backend.inputs or any(k in i for i in p.backend.inputs)}
+    feed = p.encode([text])  # every backend picks the inputs it has
+    p.fixed_length = fixed
     for _ in range(5):
         p.backend.run(feed)
     ts = []
@@ -58,7 +57,7 @@ def main():
 
     import onnx
 
-    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx, onnx_logits
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
     from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8, quantize_static_int8
     from probscale_edge.data import load_task, stratified_sample
     from probscale_edge.modeling import load_classifier, predict_logits
@@ -129,7 +128,6 @@ def main():
 
         fp32_bytes = fp32.stat().st_size
         for fmt, prec, path, secs in arts:
-            pspec = {"path": path, "tokenizer": tj, "labels": task.label_names, "pad": pad}
             p = Predictor.from_files(path, tj, task.label_names, 128, pad)
             logits = p.logits(texts)
             acc = float((logits.argmax(-1) == labels).mean())
@@ -141,9 +139,9 @@ def main():
                    "max_abs_logit_vs_torch": diff, "argmax_agreement": agree,
                    "fixed_sequence_length": p.fixed_length}
             for threads in (1, 2):
-                row[f"p50_ms_seq128_t{threads}"] = latency_ms(pspec, sample, 128, threads, a.runs)
-                row[f"p50_ms_median_t{threads}"] = (latency_ms(pspec, sample, None, threads, a.runs)
-                                                    if not p.fixed_length else None)
+                pt = Predictor.from_files(path, tj, task.label_names, 128, pad, threads=threads)
+                row[f"p50_ms_seq128_t{threads}"] = latency_ms(pt, sample, 128, a.runs)
+                row[f"p50_ms_median_t{threads}"] = latency_ms(pt, sample, None, a.runs) if not p.fixed_length else None
             rows.append(row)
             print(f"  {fmt} {prec}: acc {acc:.4f}, max |Δlogit| {diff:.2e}", file=sys.stderr, flush=True)
 
