@@ -133,8 +133,14 @@ def main():
               help="With --granularity unit: budget for choosing layers (default 2 x --budget).")
 @click.option("--trim-vocab", is_flag=True, help="Keep only the vocabulary the task's training text uses "
               "(rewrites the tokenizer; WordPiece models).")
+@click.option("--embedding-rank", type=int, default=None,
+              help="Factorize the word embedding to this rank (truncated SVD, then trained with the student).")
+@click.option("--compression", type=float, default=None,
+              help="Total-parameter ratio to reach, e.g. 5 for 5x fewer (sets --budget from the embedding's size).")
 @click.option("--recover", "recover_mode", default="distill", show_default=True, help="none | head | finetune | distill")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--dev-fraction", type=float, default=0.1, show_default=True,
+              help="Training data held out for early stopping of the recovery (0: off).")
 @click.option("--batch-size", type=int, default=32, show_default=True,
               help="Global training batch (split across processes under torchrun).")
 @click.option("--lr", type=float, default=5e-5, show_default=True, help="Learning rate of the teacher fine-tune.")
@@ -154,7 +160,8 @@ def main():
 @click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, granularity, layer_budget, trim_vocab, recover_mode, epochs, batch_size, lr, student_lr, pooling, max_accuracy_drop,
+          strategy, granularity, layer_budget, trim_vocab, embedding_rank, compression, recover_mode, epochs,
+          dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
           precision, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
@@ -163,6 +170,10 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
     if not (0 < budget <= 1):
         raise ProbscaleError(f"--budget {budget} is not a fraction in (0, 1]",
                              "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
+    if compression is not None and compression <= 1:
+        raise ProbscaleError(f"--compression {compression:g} must be above 1", "pass e.g. --compression 5 for 5x fewer parameters")
+    if not 0 <= dev_fraction < 0.5:
+        raise ProbscaleError(f"--dev-fraction {dev_fraction:g} is not in [0, 0.5)", "pass e.g. 0.1, or 0 to turn early stopping off")
     if quant_mode not in ("dynamic", "static"):
         raise ProbscaleError(f"unknown --quant-mode {quant_mode!r}", "use --quant-mode dynamic or static")
     from probscale_edge.pipeline import BuildConfig, build as run_build
@@ -174,11 +185,12 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
     cfg = BuildConfig(model=model, tasks=specs, output=output, target=target, budget=budget, text_column=text_column,
                       label_column=label_column, text_pair_column=text_pair_column, pooling=pooling,
                       max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
-                      use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, probe=ProbeConfig(pooling=pooling),
+                      use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, embedding_rank=embedding_rank,
+                      compression=compression, probe=ProbeConfig(pooling=pooling),
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,
-                                            lr=lr, student_lr=student_lr),
+                                            lr=lr, student_lr=student_lr, dev_fraction=dev_fraction),
                       quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision,
                                 "mode": quant_mode})
     from probscale_edge import distributed as dist

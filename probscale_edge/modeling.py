@@ -199,6 +199,10 @@ def save_classifier(model: EncoderClassifier, tokenizer, folder: Path, labels: l
         save_file(head, str(tmp / "classifier.safetensors"))
         meta = {"format": FOLDER_FORMAT, "pooling": model.pooling, "labels": list(labels),
                 "layer_shapes": model.layer_shapes(), "model_type": model.encoder.config.model_type}
+        from probscale_edge.embedding import embedding_rank
+
+        if embedding_rank(model):  # a low-rank word embedding is rebuilt before the weights load
+            meta["embedding_rank"] = embedding_rank(model)
         meta.update(extra or {})
         (tmp / "probscale.json").write_text(json.dumps(meta, indent=2))
         if folder.exists():
@@ -245,6 +249,10 @@ def load_classifier(folder) -> tuple[EncoderClassifier, object, dict]:
     adapter = get_adapter(config.model_type)
     adapter.drop_pooler(encoder)
     apply_layer_shapes(encoder, meta["layer_shapes"])
+    if meta.get("embedding_rank"):
+        from probscale_edge.embedding import install
+
+        install(EncoderClassifier(encoder, len(meta["labels"]), pooling=meta["pooling"]), int(meta["embedding_rank"]))
     state = load_file(str(folder / "model.safetensors"))
     prefix = getattr(encoder, "base_model_prefix", "")
     own = encoder.state_dict()

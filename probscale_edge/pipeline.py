@@ -56,6 +56,8 @@ class BuildConfig:
     resume: bool = False  # reuse finished stages (probe, select, pruned+recovered student) by content hash
     trim_vocab: bool = False  # keep only the embedding rows the task's training text uses
     vocab_min_count: int = 1
+    embedding_rank: int | None = None  # low-rank (SVD) factorized word embedding, see probscale_edge.embedding
+    compression: float | None = None  # total-parameter ratio to reach (e.g. 5 = 5x fewer); sets the budget
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     recover: RecoverConfig = field(default_factory=RecoverConfig)
@@ -208,6 +210,35 @@ def torch_latency_ms(model, tokenizer, text, runs=50, warmup=5) -> float:
     return float(np.median(ts))
 
 
+def budget_for_compression(cfg: BuildConfig, model, tokenizer, task) -> float:
+    """The fraction of the encoder's layer parameters that leaves the student ``cfg.compression`` times
+    smaller in total parameters than ``model``, given the embedding it will have (trimmed vocabulary,
+    factorized rank) and the task head."""
+    from probscale_edge.embedding import embedding_params_after
+    from probscale_edge.select import layer_costs
+
+    if cfg.compression <= 1:
+        raise ProbscaleError(f"--compression {cfg.compression:g} must be above 1", "pass e.g. --compression 5 for 5x fewer parameters")
+    counts = model.param_counts()
+    emb = model.adapter.word_embeddings(model.encoder)
+    V, H = emb.weight.shape
+    if cfg.trim_vocab:
+        from probscale_edge.vocab import kept_tokens
+
+        V = len(kept_tokens(tokenizer, task.train.texts + (task.train.pairs or []), None, cfg.vocab_min_count,
+                            cfg.max_length)[1])
+    embedding = counts["embedding"] - emb.weight.numel() + embedding_params_after(V, H, cfg.embedding_rank)
+    costs = layer_costs(model)
+    rest = counts["non_embedding"] - sum(costs)  # task head, final norms, shared position bias
+    left = counts["total"] / cfg.compression - embedding - rest
+    if left < min(costs) * 0.05:
+        hint = "add --trim-vocab and/or a smaller --embedding-rank" if not (cfg.trim_vocab and cfg.embedding_rank) \
+            else "pass a smaller --embedding-rank or a lower --compression"
+        raise ProbscaleError(f"--compression {cfg.compression:g} leaves no room for any layer: the embedding alone "
+                             f"is {embedding:,} of the {int(counts['total'] / cfg.compression):,} parameters allowed", hint)
+    return min(1.0, left / sum(costs))
+
+
 def build(cfg: BuildConfig, log=_log) -> dict:
     """Run the whole pipeline; returns the manifest. Raises ProbscaleError on bad input."""
     t_start = time.time()
@@ -255,7 +286,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
 
     encoder, tokenizer, src = load_encoder(cfg.model, allow_pickle=cfg.allow_pickle, log=log)
     full = EncoderClassifier(encoder, task.num_labels, pooling=cfg.pooling)
-    check_budget(cfg.budget, layer_costs(full))
+    check_budget(cfg.budget, layer_costs(full), cfg.select.granularity)
 
     from probscale_edge.assets import cache_dir
 
@@ -268,7 +299,8 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     runner = [] if not dist.active() else [dist.world_size(), dist.device().type]  # DDP results differ slightly
     teacher_key = _hash("teacher-v1", model_fingerprint(src), task.fingerprint(), cfg.pooling, cfg.seed,
                         {k: v for k, v in asdict(rc).items()
-                         if k not in ("mode", "student_lr", "temperature", "alpha", "amp", "checkpoint_every")},
+                         if k not in ("mode", "student_lr", "temperature", "alpha", "amp", "checkpoint_every",
+                                  "dev_fraction", "eval_every", "patience")},
                         *([runner] if runner else []))
     tdir = cache_dir() / "teachers" / teacher_key
     t0 = time.time()
@@ -302,6 +334,11 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     stages["finetune"] = {"accuracy": teacher_acc, "cached": cached, "seconds": round(time.time() - t0, 1),
                           "key": teacher_key, "fit": fit, "parameters": full_counts}
     log(f"full fine-tuned model: eval accuracy {teacher_acc:.4f}")
+
+    if cfg.compression:  # "5x fewer total parameters": the layer budget left once the embedding is sized
+        cfg.budget = budget_for_compression(cfg, teacher, tokenizer, task)
+        stages["budget"] = {"compression": cfg.compression, "budget": cfg.budget}
+        log(f"  {cfg.compression:g}x fewer total parameters -> keep {cfg.budget:.3f} of the non-embedding parameters")
 
     ck = Checkpoints(cache_dir() / "stages", reuse=cfg.resume)
     # ---- probe
@@ -352,7 +389,8 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     if selection.spec.heads or selection.spec.ffn:
         shapes_note = f" (heads/FFN pruned in layers {sorted(set(selection.spec.heads) | set(selection.spec.ffn), key=int)})"
     log(f"  kept layers {selection.spec.keep_layers}{shapes_note}: {selection.kept_fraction:.3f} of non-embedding parameters")
-    student_key = _hash("student-v1", select_key, asdict(rc), cfg.trim_vocab, cfg.vocab_min_count, cfg.max_length)
+    student_key = _hash("student-v1", select_key, asdict(rc), cfg.trim_vocab, cfg.vocab_min_count, cfg.max_length,
+                        *([cfg.embedding_rank] if cfg.embedding_rank else []))
 
     staging_parent = out.resolve().parent
     clean_stale_staging(out)
@@ -384,6 +422,13 @@ def build(cfg: BuildConfig, log=_log) -> dict:
                 stages["vocab"] = asdict(vrep)
                 log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
                     f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
+            if cfg.embedding_rank:
+                from probscale_edge.embedding import factorize_embeddings
+
+                frep = factorize_embeddings(student, cfg.embedding_rank)
+                stages["embedding"] = asdict(frep)
+                log(f"  word embedding factorized to rank {frep.rank}: {frep.params_before:,} -> {frep.params_after:,} "
+                    f"parameters (relative error {frep.relative_error:.3f}, {frep.energy_kept:.1%} of the energy)")
             pruned_dir = work / "pruned"
             reload_diff = 0.0
             if dist.is_main():  # files are rank 0's (transformers saves on rank 0 only, too)

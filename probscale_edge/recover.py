@@ -39,6 +39,12 @@ class RecoverConfig:
     seed: int = 0
     amp: bool = True  # bf16 autocast on GPUs (ignored on CPUs)
     checkpoint_every: int = 200  # steps between training-state checkpoints (0: none)
+    # early stopping (student recovery only; the teacher keeps the fixed recipe): a stratified dev
+    # split held out of the training data is scored every ``eval_every`` epochs; the best weights are
+    # kept and training stops after ``patience`` scores without improvement. dev_fraction 0: off.
+    dev_fraction: float = 0.1
+    eval_every: float = 0.5
+    patience: int = 3
 
 
 def _batches(lengths, batch_size, rng):
@@ -55,8 +61,11 @@ def _batches(lengths, batch_size, rng):
 
 def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits: np.ndarray | None = None,
                      lr: float | None = None, progress_desc: str = "fine-tune", head_only: bool = False,
-                     checkpoint: str | os.PathLike | None = None, resume: bool = False) -> dict:
+                     checkpoint: str | os.PathLike | None = None, resume: bool = False, dev_split=None) -> dict:
     """Train ``model`` in place on ``split``; returns a small report (steps, final loss).
+
+    ``dev_split`` (held out of the training data): early stopping as configured by ``cfg.eval_every``/``cfg.patience``;
+    the model ends with the weights that scored best on it.
 
     Under ``torchrun``/``accelerate launch`` the model is wrapped in DDP and every global batch of
     ``cfg.batch_size`` is split across the ranks, so N processes take the same optimisation steps
@@ -112,6 +121,8 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
             net.register_comm_hook(None, default_hooks.bf16_compress_hook)
     amp = dev.type == "cuda" and cfg.amp
     step, losses, start = 0, [], 0
+    stopper = (_EarlyStopping(model, tokenizer, dev_split, cfg, steps_per_epoch)
+               if dev_split is not None and len(dev_split) else None)
     ck = Path(checkpoint) if checkpoint else None
     if ck is not None and resume and ck.exists():
         state = torch.load(ck, map_location="cpu", weights_only=False)
@@ -121,6 +132,8 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
             sched.load_state_dict(state["sched"])
             torch.set_rng_state(state["torch_rng"])
             start, losses = state["step"], state["losses"]
+            if stopper is not None and state.get("stopper"):
+                stopper.load(state["stopper"])
     # tokenized once, padded per batch: per-step tokenization was a third of a GPU step's time
     encoded = _Encoded(tokenizer, split, cfg.max_length)
     seen = 0
@@ -157,15 +170,26 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
                 losses.append(loss.item())
                 step += 1
                 seen += len(b)
-                bar.update(1, loss=sum(losses[-20:]) / len(losses[-20:]))
+                bar.update(1, loss=sum(losses[-20:]) / len(losses[-20:]),
+                           **({"dev": stopper.last} if stopper is not None and stopper.last is not None else {}))
+                if stopper is not None and stopper.due(step, total):
+                    model.eval()
+                    stop = stopper.score(step)
+                    model.train()
+                    if stop:
+                        break
                 if ck is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-                    _save_state(ck, model, opt, sched, step, total, losses)
+                    _save_state(ck, model, opt, sched, step, total, losses,
+                                stopper.state() if stopper is not None else None)
                 fault(f"train-step:{step}")
+            if stopper is not None and stopper.stopped:
+                break
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     model.to("cpu")
     model.eval()
+    early = stopper.finish() if stopper is not None else None
     for p in model.parameters():
         p.requires_grad = True
     if ck is not None and dist.is_main():
@@ -173,7 +197,57 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
     return {"steps": step, "final_loss": float(np.mean(losses[-20:])), "lr": lr, "examples": len(split),
             "epochs": cfg.epochs, "distilled": tl is not None, "head_only": head_only, "resumed_at_step": start,
             "world_size": world, "device": dev.type, "train_seconds": round(seconds, 2),
-            "examples_per_second": round(seen / seconds, 1) if seconds > 0 else None}
+            "examples_per_second": round(seen / seconds, 1) if seconds > 0 else None,
+            **({"early_stopping": early} if early else {})}
+
+
+class _EarlyStopping:
+    """Score a held-out dev split every ``cfg.eval_every`` epochs; keep the best weights (in memory)."""
+
+    def __init__(self, model, tokenizer, dev, cfg: RecoverConfig, steps_per_epoch: int):
+        self.model, self.tokenizer, self.dev, self.cfg = model, tokenizer, dev, cfg
+        self.every = max(1, int(round(cfg.eval_every * steps_per_epoch)))
+        self.best, self.best_step, self.best_state, self.bad, self.history = None, 0, None, 0, []
+        self.stopped, self.last = False, None
+
+    def due(self, step: int, total: int) -> bool:
+        return step % self.every == 0 or step == total
+
+    def score(self, step: int) -> bool:
+        """Score the current weights; True when training should stop."""
+        from probscale_edge import distributed as dist
+        from probscale_edge.modeling import _predict_logits
+
+        # every rank scores the (identical) weights on the whole dev split, on the training device
+        z = _predict_logits(self.model, self.tokenizer, list(self.dev.texts),
+                            list(self.dev.pairs) if self.dev.pairs else None, 64, self.cfg.max_length, None)
+        y = np.asarray(self.dev.labels)
+        acc = float((z.argmax(-1) == y).mean())
+        loss = float(F.cross_entropy(torch.from_numpy(z), torch.from_numpy(y)).item())
+        key = dist.broadcast((acc, -loss))  # rank 0 decides for all
+        self.last = round(key[0], 4)
+        self.history.append({"step": step, "accuracy": key[0], "loss": -key[1]})
+        if self.best is None or tuple(key) > tuple(self.best):
+            self.best, self.best_step, self.bad = tuple(key), step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            self.bad += 1
+        self.stopped = self.bad >= self.cfg.patience
+        return self.stopped
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in ("best", "best_step", "best_state", "bad", "history")}
+
+    def load(self, st: dict) -> None:
+        for k, v in st.items():
+            setattr(self, k, v)
+
+    def finish(self) -> dict:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return {"dev_examples": len(self.dev), "best_step": self.best_step,
+                "best_dev_accuracy": self.best[0] if self.best else None, "stopped_early": self.stopped,
+                "history": self.history}
 
 
 class _Encoded:
@@ -202,7 +276,7 @@ class _Encoded:
         return out
 
 
-def _save_state(path: Path, model, opt, sched, step, total, losses):
+def _save_state(path: Path, model, opt, sched, step, total, losses, stopper=None):
     from probscale_edge import distributed as dist
 
     if not dist.is_main():
@@ -211,7 +285,7 @@ def _save_state(path: Path, model, opt, sched, step, total, losses):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(),
                 "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(), "step": step, "total": total,
-                "losses": losses}, tmp)
+                "losses": losses, "stopper": stopper}, tmp)
     os.replace(tmp, path)
 
 
@@ -222,17 +296,29 @@ def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None, 
         raise ProbscaleError(f"unknown recovery mode {cfg.mode!r}", f"use --recover {'|'.join(MODES)}")
     if cfg.mode == "none":
         return {"mode": "none"}
+    dev_split = None
+    if cfg.mode in ("finetune", "distill") and cfg.dev_fraction > 0:
+        from probscale_edge.data import stratified_sample
+
+        n_dev = int(round(cfg.dev_fraction * len(split)))
+        if n_dev >= 20 and len(split) - n_dev >= cfg.batch_size:
+            dev_idx = set(stratified_sample(split.labels, n_dev, seed=cfg.seed))
+            fit_idx = [i for i in range(len(split)) if i not in dev_idx]
+            dev_split = split.subset(sorted(dev_idx))
+            split = split.subset(fit_idx)
+            if teacher_logits is not None:
+                teacher_logits = np.asarray(teacher_logits)[fit_idx]
     if cfg.mode == "head":
         rep = train_classifier(student, tokenizer, split, cfg, lr=1e-3, progress_desc="recover (head)", head_only=True,
                                checkpoint=checkpoint, resume=resume)
     elif cfg.mode == "finetune":
         rep = train_classifier(student, tokenizer, split, cfg, lr=cfg.student_lr, progress_desc="recover (fine-tune)",
-                               checkpoint=checkpoint, resume=resume)
+                               checkpoint=checkpoint, resume=resume, dev_split=dev_split)
     else:
         if teacher_logits is None:
             raise ProbscaleError("distillation needs the teacher's logits", "use --recover finetune")
         rep = train_classifier(student, tokenizer, split, cfg, teacher_logits=teacher_logits, lr=cfg.student_lr,
-                               progress_desc="recover (distill)", checkpoint=checkpoint, resume=resume)
+                               progress_desc="recover (distill)", checkpoint=checkpoint, resume=resume, dev_split=dev_split)
     rep["mode"] = cfg.mode
     rep["config"] = asdict(cfg)
     return rep

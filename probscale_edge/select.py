@@ -60,11 +60,13 @@ def layer_costs(model) -> list[int]:
     return [sum(p.numel() for p in layer.parameters()) for layer in a.layers(model.encoder)]
 
 
-def check_budget(budget: float, costs: list[int]) -> None:
+def check_budget(budget: float, costs: list[int], granularity: str = "layer") -> None:
     total = sum(costs)
     if not (0 < budget <= 1):
         raise ProbscaleError(f"--budget {budget} is not a fraction in (0, 1]",
                              "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
+    if granularity == "unit":  # heads and neurons can go below one layer; allocate() keeps one of each
+        return
     smallest = min(costs) / total
     if budget * total < min(costs) * (1 - 1e-9):
         raise ProbscaleError(
@@ -104,10 +106,11 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
     if cfg.granularity not in ("layer", "unit"):
         raise ProbscaleError(f"unknown granularity {cfg.granularity!r}", "use --granularity layer or unit")
     costs = layer_costs(model)
-    check_budget(cfg.budget, costs)
+    check_budget(cfg.budget, costs, cfg.granularity)
     if cfg.granularity == "layer":
         return select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log)
-    layer_budget = min(1.0, cfg.layer_budget or 2 * cfg.budget)
+    # layers are chosen under a looser budget (at least one whole layer), then cut to the budget by units
+    layer_budget = min(1.0, max(cfg.layer_budget or 2 * cfg.budget, min(costs) / sum(costs)))
     sel = select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log, budget=layer_budget)
     if tokenizer is None or not tasks:
         raise ProbscaleError("unit granularity needs task data to score heads and neurons", "use --granularity layer")

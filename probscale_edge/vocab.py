@@ -36,20 +36,13 @@ def _tokenizer_json(tokenizer) -> dict:
     return json.loads(tokenizer.backend_tokenizer.to_str())
 
 
-def trim_vocabulary(model, tokenizer, texts, pairs=None, min_count: int = 1, max_length: int = 128):
-    """Trim ``model`` in place; returns (new_tokenizer, VocabReport)."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
+def kept_tokens(tokenizer, texts, pairs=None, min_count: int = 1, max_length: int = 128):
+    """The ids a trimmed vocabulary keeps -> (tokenizer json, sorted ids, counts, (special, chars, data))."""
     tj = _tokenizer_json(tokenizer)
     if tj["model"].get("type") != "WordPiece":
         raise ProbscaleError(f"vocabulary trimming supports WordPiece tokenizers, not {tj['model'].get('type')}",
                              "build without --trim-vocab for this model")
     vocab: dict = tj["model"]["vocab"]
-    n = len(vocab)
-    emb = model.adapter.word_embeddings(model.encoder)
-    if emb.weight.shape[0] < n:
-        raise ProbscaleError("the tokenizer has more tokens than the embedding matrix", "check the model folder")
     counts = Counter()
     enc = tokenizer(list(texts), list(pairs) if pairs else None, truncation=True, max_length=max_length)
     for ids in enc["input_ids"]:
@@ -57,7 +50,21 @@ def trim_vocabulary(model, tokenizer, texts, pairs=None, min_count: int = 1, max
     special = {t["id"] for t in tj.get("added_tokens", [])}
     chars = {i for tok, i in vocab.items() if len(tok) == 1 or (tok.startswith("##") and len(tok) == 3)}
     data = {i for i, c in counts.items() if c >= min_count}
-    keep = sorted(special | chars | data)
+    return tj, sorted(special | chars | data), counts, (special, chars, data)
+
+
+def trim_vocabulary(model, tokenizer, texts, pairs=None, min_count: int = 1, max_length: int = 128):
+    """Trim ``model`` in place; returns (new_tokenizer, VocabReport)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tj, keep, counts, parts = kept_tokens(tokenizer, texts, pairs, min_count, max_length)
+    vocab: dict = tj["model"]["vocab"]
+    n = len(vocab)
+    emb = model.adapter.word_embeddings(model.encoder)
+    if emb.weight.shape[0] < n:
+        raise ProbscaleError("the tokenizer has more tokens than the embedding matrix", "check the model folder")
+    special, chars, data = parts
     remap = {old: new for new, old in enumerate(keep)}
     inv = {i: t for t, i in vocab.items()}
     tj["model"]["vocab"] = {inv[old]: new for old, new in remap.items() if old in inv}

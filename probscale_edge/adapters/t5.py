@@ -47,6 +47,7 @@ class T5EncoderAdapter(Adapter):
     layers_path = "encoder.block"
     embeddings_path = "shared"
     word_embeddings_path = "shared"
+    tied_word_embeddings = True  # encoder.embed_tokens is the same module
     num_layers_key = "num_layers"
     hidden_key = "d_model"
     heads_key = "num_heads"

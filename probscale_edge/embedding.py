@@ -1,0 +1,98 @@
+"""Embedding compression: a low-rank (SVD) factorization of the word-embedding matrix.
+
+In small encoders the embedding is most of the model (all-MiniLM-L6-v2: 11.7M of 22.7M
+parameters), so layer/head/FFN pruning alone cannot reach 5x fewer *total* parameters. After the
+vocabulary is trimmed to the task's tokens (:mod:`probscale_edge.vocab`), the V x H matrix E is
+replaced by E ~= A @ B with A = U_r S_r (V x r, a lookup table) and B = V_r^T (r x H, a shared
+projection), the best rank-r approximation (Eckart-Young). Recovery then fine-tunes B (and the
+table, unless frozen) with the rest of the student. The same idea as ALBERT's factorized
+embedding, but initialised from the pre-trained matrix instead of trained from scratch.
+
+The module traces to ONNX as Gather + MatMul, both of which ONNX Runtime and LiteRT quantize.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from probscale_edge.errors import ProbscaleError
+
+
+class FactorizedEmbedding(nn.Module):
+    """``embed`` (V x r lookup) followed by ``proj`` (r -> H, no bias); a drop-in nn.Embedding."""
+
+    def __init__(self, num_embeddings: int, rank: int, embedding_dim: int, padding_idx: int | None = None):
+        super().__init__()
+        self.embed = nn.Embedding(num_embeddings, rank, padding_idx=padding_idx)
+        self.proj = nn.Linear(rank, embedding_dim, bias=False)
+        self.num_embeddings, self.embedding_dim, self.rank = num_embeddings, embedding_dim, rank
+        self.padding_idx = padding_idx
+
+    @property
+    def weight(self):  # the lookup table: what "freeze the word embeddings" freezes
+        return self.embed.weight
+
+    def forward(self, input_ids):
+        return self.proj(self.embed(input_ids))
+
+    def dense(self) -> torch.Tensor:
+        """The V x H matrix this module represents."""
+        return self.proj(self.embed.weight)
+
+
+@dataclass
+class FactorizeReport:
+    rank: int
+    vocab: int
+    hidden: int
+    params_before: int
+    params_after: int
+    relative_error: float  # ||E - AB||_F / ||E||_F
+    energy_kept: float  # sum of the kept squared singular values / the total
+
+
+def embedding_rank(model) -> int | None:
+    """The rank of a factorized word embedding, or None for a plain one."""
+    emb = model.adapter.word_embeddings(model.encoder)
+    return emb.rank if isinstance(emb, FactorizedEmbedding) else None
+
+
+def install(model, rank: int) -> FactorizedEmbedding:
+    """Replace the word embedding by an (uninitialised) factorized one of ``rank``: used when reloading."""
+    a, enc = model.adapter, model.encoder
+    if getattr(a, "tied_word_embeddings", False):
+        raise ProbscaleError(f"{enc.config.model_type} shares its embedding with other modules; it cannot be factorized",
+                             "build without --embedding-rank for this model")
+    emb = a.word_embeddings(enc)
+    new = FactorizedEmbedding(emb.weight.shape[0], rank, emb.weight.shape[1], emb.padding_idx)
+    a._set(enc, a.word_embeddings_path, new)
+    return new
+
+
+def factorize_embeddings(model, rank: int) -> FactorizeReport:
+    """Factorize ``model``'s word embedding in place to ``rank`` with a truncated SVD."""
+    a, enc = model.adapter, model.encoder
+    emb = a.word_embeddings(enc)
+    if isinstance(emb, FactorizedEmbedding):
+        raise ProbscaleError("the word embedding is already factorized", "factorize once, from the dense model")
+    V, H = emb.weight.shape
+    if not 1 <= rank < H:
+        raise ProbscaleError(f"--embedding-rank {rank} must be between 1 and the hidden size {H} (exclusive)",
+                             f"pass a rank such as {max(1, H // 6)}; smaller ranks save more and lose more")
+    W = emb.weight.detach().double()
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    new = install(model, rank)
+    with torch.no_grad():
+        new.embed.weight.copy_((U[:, :rank] * S[:rank]).to(emb.weight.dtype))
+        new.proj.weight.copy_(Vh[:rank].T.to(emb.weight.dtype))  # Linear(r -> H): weight is H x r
+        err = float(torch.linalg.norm(W - new.dense().double()) / torch.linalg.norm(W))
+    energy = float((S[:rank] ** 2).sum() / (S ** 2).sum())
+    return FactorizeReport(rank, V, H, V * H, V * rank + rank * H, err, energy)
+
+
+def embedding_params_after(vocab: int, hidden: int, rank: int | None) -> int:
+    """Word-embedding parameters for ``vocab`` rows, dense (rank None) or factorized."""
+    return vocab * hidden if not rank else vocab * rank + rank * hidden

@@ -1,0 +1,124 @@
+"""Total-parameter compression: low-rank embeddings, the --compression budget, early stopping.
+
+Random-init tiny models: these check shapes, arithmetic and parity, not accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny
+
+
+def _classifier(folder, labels=2):
+    from probscale_edge.modeling import EncoderClassifier, load_encoder
+
+    enc, tok, _ = load_encoder(str(folder))
+    return EncoderClassifier(enc, labels), tok
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet", "distilbert"])
+def test_factorized_embedding_is_the_best_low_rank_and_reloads_and_exports(tmp_path, minilm_dir, family):
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.embedding import FactorizedEmbedding, embedding_rank, factorize_embeddings
+    from probscale_edge.modeling import load_classifier, predict_logits, save_classifier
+
+    model, tok = _classifier(make_tiny(family, tmp_path / family, minilm_dir))
+    W = model.adapter.word_embeddings(model.encoder).weight.detach().double().clone()
+    rep = factorize_embeddings(model, 8)
+    emb = model.adapter.word_embeddings(model.encoder)
+    assert isinstance(emb, FactorizedEmbedding) and embedding_rank(model) == 8
+    # Eckart-Young: the error equals the energy of the dropped singular values
+    S = torch.linalg.svdvals(W)
+    want = float(torch.sqrt((S[8:] ** 2).sum() / (S ** 2).sum()))
+    assert rep.relative_error == pytest.approx(want, rel=1e-4)
+    assert rep.params_after == W.shape[0] * 8 + 8 * W.shape[1] < rep.params_before / 3
+    assert sum(p.numel() for p in emb.parameters()) == rep.params_after
+    texts = ["a fine film", "the plot was dull and far too long", "ok"]
+    a = predict_logits(model, tok, texts)
+    save_classifier(model, tok, tmp_path / "saved", ["n", "p"])
+    re, rtok, meta = load_classifier(tmp_path / "saved")
+    assert meta["embedding_rank"] == 8
+    assert np.abs(predict_logits(re, rtok, texts) - a).max() <= 1e-6
+    export_onnx(re, rtok, tmp_path / "m.onnx", ExportConfig())
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    enc = rtok(texts, padding=True, return_tensors="np")
+    feed = {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()}
+    assert np.abs(sess.run(None, feed)[0] - a).max() <= 1e-4
+
+
+def test_factorize_refuses_bad_ranks_and_tied_embeddings(tmp_path, minilm_dir):
+    from probscale_edge.embedding import factorize_embeddings
+    from probscale_edge.errors import ProbscaleError
+
+    model, _ = _classifier(make_tiny("bert", tmp_path / "b", minilm_dir))
+    for bad in (0, 32, 40):  # hidden size is 32
+        with pytest.raises(ProbscaleError, match="embedding-rank"):
+            factorize_embeddings(model, bad)
+    t5, _ = _classifier(make_tiny("t5", tmp_path / "t5"))
+    with pytest.raises(ProbscaleError, match="shares its embedding"):
+        factorize_embeddings(t5, 4)
+
+
+def test_compression_budget_reaches_the_total_parameter_ratio(tmp_path, tiny_bert, toy_csv):
+    """--compression R with a trimmed, factorized embedding: the built student has at most 1/R of the
+    full model's total parameters, and the bundle reloads in the runtime with the build's accuracy."""
+    from probscale_edge.data import load_local
+    from probscale_edge.pipeline import BuildConfig, TaskSpec, build
+    from probscale_edge.recover import RecoverConfig
+    from probscale_edge.runtime import Predictor
+
+    out = tmp_path / "bundle"
+    m = build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
+                          compression=30, trim_vocab=True, embedding_rank=8,
+                          recover=RecoverConfig(epochs=2, lr=1e-3, student_lr=1e-3), use_cache=False,
+                          latency_runs=3), log=lambda *_: None)
+    full, pruned = m["parameters"]["original"]["total"], m["parameters"]["pruned"]["total"]
+    assert m["stages"]["budget"]["budget"] < 1  # the layers had to be cut to reach 30x
+    assert full / 30 * 0.7 <= pruned <= full / 30  # the budget is met and used, not wasted
+    assert m["stages"]["embedding"]["rank"] == 8
+    t = load_local(toy_csv)
+    assert Predictor(out).accuracy(t.eval.texts, t.eval.labels) == pytest.approx(m["validation"]["accuracy"]["bundle"])
+
+
+def test_compression_that_leaves_no_room_is_a_clear_error(tmp_path, tiny_bert, toy_csv):
+    from probscale_edge.errors import ProbscaleError
+    from probscale_edge.pipeline import BuildConfig, TaskSpec, build
+
+    out = tmp_path / "never"
+    with pytest.raises(ProbscaleError, match="leaves no room") as e:
+        build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), compression=8,
+                          use_cache=False), log=lambda *_: None)
+    assert "--trim-vocab" in e.value.fix
+    assert not out.exists()
+
+
+def test_early_stopping_keeps_the_best_dev_weights(tmp_path, tiny_bert, toy_csv):
+    """A learning rate that first learns and then diverges: the recovery returns the weights that
+    scored best on the held-out dev split, and reports where it stopped."""
+    from probscale_edge.data import load_local
+    from probscale_edge.recover import RecoverConfig, recover
+
+    t = load_local(toy_csv)
+    model, tok = _classifier(tiny_bert)
+    cfg = RecoverConfig(mode="finetune", epochs=6, student_lr=3e-3, batch_size=16, dev_fraction=0.2,
+                        eval_every=0.5, patience=3, checkpoint_every=0)
+    rep = recover(model, tok, t.train, cfg)
+    es = rep["early_stopping"]
+    hist = es["history"]
+    assert es["dev_examples"] == round(0.2 * len(t.train))
+    assert es["best_dev_accuracy"] == max(h["accuracy"] for h in hist)
+    best = [h for h in hist if h["step"] == es["best_step"]][0]
+    assert best["accuracy"] == es["best_dev_accuracy"]
+    if es["stopped_early"]:
+        assert len([h for h in hist if h["step"] > es["best_step"]]) == cfg.patience
+    # the returned weights are the best ones: re-scoring the dev split gives the recorded accuracy
+    from probscale_edge.data import stratified_sample
+    from probscale_edge.modeling import predict_logits
+
+    dev = t.train.subset(sorted(stratified_sample(t.train.labels, es["dev_examples"], seed=cfg.seed)))
+    acc = float((predict_logits(model, tok, dev.texts).argmax(-1) == np.asarray(dev.labels)).mean())
+    assert acc == pytest.approx(es["best_dev_accuracy"])
