@@ -131,6 +131,9 @@ def main():
               help="layer: whole layers only | unit: layers, then attention heads and FFN neurons (Fisher).")
 @click.option("--layer-budget", type=float, default=None,
               help="With --granularity unit: budget for choosing layers (default 2 x --budget).")
+@click.option("--layer-factor", type=float, default=2.0, show_default=True,
+              help="With --granularity unit: layers are chosen under this multiple of --budget, then cut by "
+              "heads and neurons (large values keep every layer and cut only units: best at 5x+ compression).")
 @click.option("--trim-vocab", is_flag=True, help="Keep only the vocabulary the task's training text uses "
               "(rewrites the tokenizer; WordPiece models).")
 @click.option("--embedding-rank", type=int, default=None,
@@ -160,7 +163,7 @@ def main():
 @click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, granularity, layer_budget, trim_vocab, embedding_rank, compression, recover_mode, epochs,
+          strategy, granularity, layer_budget, layer_factor, trim_vocab, embedding_rank, compression, recover_mode, epochs,
           dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
           precision, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
@@ -188,7 +191,7 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, embedding_rank=embedding_rank,
                       compression=compression, probe=ProbeConfig(pooling=pooling),
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
-                                          layer_budget=layer_budget),
+                                          layer_budget=layer_budget, layer_factor=layer_factor),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,
                                             lr=lr, student_lr=student_lr, dev_fraction=dev_fraction),
                       quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision,

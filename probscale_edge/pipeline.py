@@ -58,6 +58,7 @@ class BuildConfig:
     vocab_min_count: int = 1
     embedding_rank: int | None = None  # low-rank (SVD) factorized word embedding, see probscale_edge.embedding
     compression: float | None = None  # total-parameter ratio to reach (e.g. 5 = 5x fewer); sets the budget
+    spec: dict | None = None  # a SubnetworkSpec (as a dict) to cut instead of selecting one
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     recover: RecoverConfig = field(default_factory=RecoverConfig)
@@ -370,9 +371,18 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     scfg = cfg.select
     scfg.budget = cfg.budget
     scfg.seed = cfg.seed
-    select_key = _hash("select-v1", probe_key, asdict(scfg))
+    select_key = _hash("select-v1", probe_key, asdict(scfg), *([cfg.spec] if cfg.spec else []))
     cached = dist.broadcast(ck.load_json(select_key))
-    if cached:
+    if cfg.spec:  # a subnetwork chosen elsewhere (a saved selection, another pruner): cut exactly that
+        from probscale_edge.prune import SubnetworkSpec, apply_spec
+
+        spec = SubnetworkSpec.from_dict(cfg.spec)
+        costs = layer_costs(teacher)
+        kept = sum(layer_costs(apply_spec(teacher, spec)))
+        selection = Selection(spec, kept / sum(costs), kept, [], "given", kept / sum(costs))
+        cached = False
+        log("using the given subnetwork spec")
+    elif cached:
         log("[resume] subnetwork selection")
         selection = Selection.from_dict(cached)
     else:

@@ -93,8 +93,10 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
         p.requires_grad = not head_only
     for p in model.classifier.parameters():
         p.requires_grad = True
-    if cfg.freeze_word_embeddings and not head_only:
-        model.adapter.word_embeddings(model.encoder).weight.requires_grad = False
+    emb = model.adapter.word_embeddings(model.encoder)
+    # a factorized table (vocabulary x rank) is small and must adapt to the new projection: trained
+    if cfg.freeze_word_embeddings and not head_only and not hasattr(emb, "proj"):
+        emb.weight.requires_grad = False
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]

@@ -32,7 +32,8 @@ class SelectConfig:
     max_enumerate: int = 200_000  # exact enumeration limit
     seed: int = 0
     granularity: str = "unit"  # layer: whole layers only | unit: layers, then heads and FFN neurons
-    layer_budget: float | None = None  # unit granularity: budget for choosing layers (default 2 x budget)
+    layer_budget: float | None = None  # unit granularity: budget for choosing layers (default layer_factor x budget)
+    layer_factor: float = 2.0  # unit granularity: layers are chosen under this multiple of the budget
 
 
 @dataclass
@@ -110,7 +111,7 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
     if cfg.granularity == "layer":
         return select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log)
     # layers are chosen under a looser budget (at least one whole layer), then cut to the budget by units
-    layer_budget = min(1.0, max(cfg.layer_budget or 2 * cfg.budget, min(costs) / sum(costs)))
+    layer_budget = min(1.0, max(cfg.layer_budget or cfg.layer_factor * cfg.budget, min(costs) / sum(costs)))
     sel = select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log, budget=layer_budget)
     if tokenizer is None or not tasks:
         raise ProbscaleError("unit granularity needs task data to score heads and neurons", "use --granularity layer")

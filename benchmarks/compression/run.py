@@ -1,0 +1,318 @@
+"""Compression benchmark: this project against ProbScale's heuristics and TextPruner at equal budgets.
+
+For one model and each task: the fine-tuned teacher, then, at every ratio R (total parameters
+R times fewer than the teacher's), one build per method, all with the same embedding treatment
+(vocabulary trimmed to the task, word embedding factorized to --embedding-rank) so that only the
+choice of the subnetwork and its recovery differ:
+
+  probscale   this project: probe-guided layer search, composed-subnetwork check, Fisher heads and
+              FFN neurons to the budget, distillation with early stopping (the default build)
+  bottom      ProbScale's truncation baseline: the first k layers, then fine-tuning on labels
+              (whole layers while one fits the budget; below that, the first layer cut by units)
+  random      a random layer subset, then the same unit cut and distillation as ours
+  textpruner  TextPruner's own iterative head/FFN pruning (PyPI textpruner) of the teacher to the
+              encoder size ours kept, then our distillation (BERT/RoBERTa/ELECTRA families only)
+
+Each row: accuracy (fp32 student and the int8 bundle, whole eval split), retention against the
+teacher, parameters (total and non-embedding), int8 bundle bytes, and, with --latency, the int8
+bundle's batch-1 p50 at sequence 128 on this machine's CPU (1 thread). Writes JSON, a markdown
+table and a Pareto plot (accuracy against total parameters).
+
+    python benchmarks/compression/run.py --model all-MiniLM-L6-v2 --task rotten_tomatoes --task sms_spam \
+        --ratios 5 10 --json benchmarks/compression/results/minilm.json
+
+Rows are written as they finish (a rerun with --resume skips rows already in the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+METHODS = ("probscale", "bottom", "random", "textpruner")
+
+
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _cfg(a, task, ratio, method, out, **over):
+    from probscale_edge.pipeline import BuildConfig, TaskSpec
+    from probscale_edge.recover import RecoverConfig
+    from probscale_edge.select import SelectConfig
+
+    rc = RecoverConfig(mode="distill", epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, student_lr=a.student_lr)
+    sc = SelectConfig(strategy="probscale", granularity="unit", layer_factor=a.layer_factor)
+    if method == "bottom":
+        rc.mode = "finetune"
+        sc.strategy = "bottom"
+        sc.granularity = over.pop("granularity", "layer")
+        if sc.granularity == "unit":  # truncation: the first layer only, then cut by units
+            sc.layer_factor = 1.0
+    elif method == "random":
+        sc.strategy = "random"
+    cfg = BuildConfig(model=a.model, tasks=[TaskSpec(task)], output=str(out), target=a.target, max_train=a.max_train,
+                      compression=ratio, trim_vocab=True, embedding_rank=a.embedding_rank, select=sc, recover=rc,
+                      force=True, latency_runs=5, seed=a.seed)
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def _row(m: dict, task, ratio, method, out, seconds, extra=None) -> dict:
+    st = m["stages"]
+    full, pruned = m["parameters"]["original"], m["parameters"]["pruned"]
+    acc = m["validation"]["accuracy"]
+    teacher = st["finetune"]["accuracy"]
+    return {"task": task, "ratio": ratio, "method": method, "bundle": str(out),
+            "teacher_accuracy": teacher, "accuracy_fp32": acc["pruned_torch_fp32"],
+            "accuracy_bundle": acc.get("bundle"), "retention": acc.get("bundle") / teacher,
+            "total": pruned["total"], "non_embedding": pruned["non_embedding"],
+            "encoder_non_embedding": pruned.get("encoder_non_embedding"),
+            "full_total": full["total"], "full_non_embedding": full["non_embedding"],
+            "total_ratio": full["total"] / pruned["total"], "non_embedding_ratio": full["non_embedding"] / pruned["non_embedding"],
+            "bundle_bytes": m["sizes"]["bundle_model_bytes"], "full_fp32_bytes": full["total"] * 4,
+            "kept_layers": st["select"]["spec"]["keep_layers"], "layer_shapes": st["prune"].get("layer_shapes"),
+            "vocab_kept": (st.get("vocab") or {}).get("kept"), "embedding_rank": (st.get("embedding") or {}).get("rank"),
+            "strategy": st["select"].get("strategy"), "recover": st["recover"].get("mode"),
+            "early_stopping": {k: v for k, v in (st["recover"].get("early_stopping") or {}).items() if k != "history"},
+            "teacher_key": st["finetune"]["key"], "seconds": round(seconds, 1), **(extra or {})}
+
+
+def run_build(cfg):
+    from probscale_edge.pipeline import build
+
+    t0 = time.time()
+    m = build(cfg, log=_log)
+    return m, time.time() - t0
+
+
+def textpruner_spec(a, task_name, ours: dict):
+    """TextPruner's choice of heads and FFN neurons on the (cached) teacher, as a SubnetworkSpec dict."""
+    from textpruner_baseline import prune_with_textpruner
+
+    from probscale_edge.assets import cache_dir
+    from probscale_edge.data import load_task
+    from probscale_edge.modeling import load_classifier
+
+    teacher, tok, _ = load_classifier(cache_dir() / "teachers" / ours["teacher_key"])
+    task = load_task(task_name, max_train=a.max_train)
+    model = copy.deepcopy(teacher)
+    rep = prune_with_textpruner(model, tok, task.train, int(ours["encoder_non_embedding"]),
+                                max_examples=a.textpruner_examples, log=_log)
+    spec = {"keep_layers": list(range(len(rep["head_mask"]))),
+            "heads": {str(i): [h for h, keep in enumerate(row) if keep] for i, row in enumerate(rep["head_mask"])},
+            "ffn": {str(i): list(ids) for i, ids in enumerate(rep["ffn_kept"])}}
+    return spec, {k: rep[k] for k in rep if k in ("config", "seconds", "textpruner_version", "version")}
+
+
+def bench_latency(rows, runs: int, threads: int, seq: int):
+    """p50 of every row's int8 bundle, interleaved round-robin so machine noise hits all alike."""
+    import numpy as np
+
+    from probscale_edge.runtime.predictor import Predictor
+
+    preds, times = {}, {}
+    for r in rows:
+        if r.get("bundle") and Path(r["bundle"]).exists():
+            p = Predictor(r["bundle"], threads=threads)
+            enc = p.encode([" ".join(["word"] * seq)])  # truncated by the bundle's tokenizer to its max length
+            enc = {k: v[:, :seq] for k, v in enc.items()}
+            p.backend.run(enc)  # warm-up
+            preds[id(r)] = (p, enc)
+            times[id(r)] = []
+    for _ in range(runs):
+        for k, (p, enc) in preds.items():
+            t = time.perf_counter()
+            p.backend.run(enc)
+            times[k].append((time.perf_counter() - t) * 1000)
+    for r in rows:
+        if id(r) in times:
+            r["p50_ms"] = float(np.median(times[id(r)]))
+            r["latency"] = {"runs": runs, "threads": threads, "seq": seq, "cpu": platform.processor() or platform.machine()}
+
+
+def summarize(rows) -> list[dict]:
+    """Per method and ratio: retention averaged over the tasks (the issue's headline figures)."""
+    out = {}
+    for r in rows:
+        k = (r["method"], r["ratio"])
+        out.setdefault(k, []).append(r)
+    res = []
+    for (method, ratio), rs in sorted(out.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]))):
+        res.append({"method": method, "ratio": ratio, "tasks": len(rs),
+                    "mean_retention": sum(r["retention"] for r in rs) / len(rs),
+                    "mean_total_ratio": sum(r["total_ratio"] for r in rs) / len(rs),
+                    "mean_non_embedding_ratio": sum(r["non_embedding_ratio"] for r in rs) / len(rs)})
+    return res
+
+
+def markdown(rep) -> str:
+    lines = [f"### {rep['model']}: compression at equal budgets", "",
+             "| task | ratio | method | teacher | int8 bundle | retention | total params (x fewer) | "
+             "non-embedding (x fewer) | bundle bytes | p50 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["rows"]:
+        lines.append(f"| {r['task']} | {r['ratio']:g}x | {r['method']} | {r['teacher_accuracy']:.4f} | "
+                     f"{r['accuracy_bundle']:.4f} | {r['retention']:.1%} | {r['total']:,} ({r['total_ratio']:.1f}x) | "
+                     f"{r['non_embedding']:,} ({r['non_embedding_ratio']:.1f}x) | {r['bundle_bytes']:,} | "
+                     f"{r['p50_ms']:.2f} |" if r.get("p50_ms") else
+                     f"| {r['task']} | {r['ratio']:g}x | {r['method']} | {r['teacher_accuracy']:.4f} | "
+                     f"{r['accuracy_bundle']:.4f} | {r['retention']:.1%} | {r['total']:,} ({r['total_ratio']:.1f}x) | "
+                     f"{r['non_embedding']:,} ({r['non_embedding_ratio']:.1f}x) | {r['bundle_bytes']:,} | - |")
+    for e in rep.get("errors", []):
+        lines.append(f"| {e['task']} | {e['ratio']:g}x | {e['method']} | - | did not run: {e['error'][:90]} | | | | | |")
+    lines += ["", "| method | ratio | tasks | mean retention | mean total x fewer | mean non-embedding x fewer |",
+              "|---|---|---|---|---|---|"]
+    for s in rep["summary"]:
+        lines.append(f"| {s['method']} | {s['ratio']:g}x | {s['tasks']} | {s['mean_retention']:.1%} | "
+                     f"{s['mean_total_ratio']:.1f} | {s['mean_non_embedding_ratio']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rep, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rep["rows"]})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
+    marks = {"probscale": "o", "bottom": "s", "random": "^", "textpruner": "D"}
+    for ax, t in zip(axes[0], tasks):
+        rs = [r for r in rep["rows"] if r["task"] == t]
+        if rs:
+            ax.axhline(rs[0]["teacher_accuracy"], color="k", lw=0.8, ls="--", label="teacher")
+            ax.scatter([rs[0]["full_total"]], [rs[0]["teacher_accuracy"]], c="k", marker="*", s=80)
+        for m in METHODS:
+            pts = sorted((r["total"], r["accuracy_bundle"]) for r in rs if r["method"] == m)
+            if pts:
+                ax.plot(*zip(*pts), marker=marks[m], label=m)
+        ax.set_xscale("log")
+        ax.set_title(t)
+        ax.set_xlabel("total parameters")
+        ax.set_ylabel("accuracy (int8 bundle)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{rep['model']}: accuracy against size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--task", action="append", default=None)
+    ap.add_argument("--ratios", type=float, nargs="+", default=[5, 10])
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--embedding-rank", type=int, default=None, help="default: hidden size / 6")
+    ap.add_argument("--target", default="x86_64")
+    ap.add_argument("--max-train", type=int, default=4000)
+    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--student-lr", type=float, default=1e-4)
+    ap.add_argument("--layer-factor", type=float, default=2.0,
+                    help="layers are chosen under this multiple of the budget, then cut by units")
+    ap.add_argument("--textpruner-examples", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="bundles/compression")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--resume", action="store_true", help="keep rows already in --json and skip them")
+    ap.add_argument("--latency", action="store_true", help="measure the int8 bundles' p50 (needs the bundles here)")
+    ap.add_argument("--latency-only", action="store_true", help="only (re)measure latency of the rows in --json")
+    ap.add_argument("--runs", type=int, default=200)
+    a = ap.parse_args(argv)
+    tasks = a.task or ["rotten_tomatoes", "sms_spam", "trec6", "reuters_r8"]
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        ap.error(f"unknown method(s) {bad}: use {', '.join(METHODS)}")
+    short = Path(a.model).name.lower().replace("all-", "").split("-")[0]
+    json_path = Path(a.json or f"benchmarks/compression/results/{short}.json")
+    rep = {"model": a.model, "rows": [], "errors": [], "args": vars(a)}
+    if (a.resume or a.latency_only) and json_path.exists():
+        old = json.loads(json_path.read_text())
+        rep["rows"], rep["errors"] = old.get("rows", []), []
+    if a.embedding_rank is None:
+        from transformers import AutoConfig
+
+        from probscale_edge.modeling import resolve_model
+
+        c = AutoConfig.from_pretrained(str(resolve_model(a.model)))
+        a.embedding_rank = c.hidden_size // 6
+    rep["embedding_rank"] = a.embedding_rank
+
+    def save():
+        rep["summary"] = summarize(rep["rows"])
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = json_path.with_suffix(".json.part")
+        tmp.write_text(json.dumps(rep, indent=1, default=str))
+        os.replace(tmp, json_path)
+
+    done = {(r["task"], r["ratio"], r["method"]) for r in rep["rows"]}
+    if not a.latency_only:
+        for task in tasks:
+            for ratio in a.ratios:
+                ours = next((r for r in rep["rows"] if (r["task"], r["ratio"], r["method"]) == (task, ratio, "probscale")), None)
+                for method in methods:
+                    if (task, ratio, method) in done:
+                        continue
+                    out = Path(a.work) / f"{short}-{Path(task).stem}-{ratio:g}x-{method}"
+                    _log(f"==== {a.model} {task} {ratio:g}x {method}")
+                    try:
+                        extra = {}
+                        if method == "textpruner":
+                            if ours is None:
+                                raise RuntimeError("needs the probscale row of the same ratio (its encoder size is the target)")
+                            spec, extra = textpruner_spec(a, task, ours)
+                            cfg = _cfg(a, task, ratio, method, out, spec=spec)
+                        elif method == "bottom":
+                            try:
+                                cfg = _cfg(a, task, ratio, method, out)
+                                m, secs = run_build(cfg)
+                            except Exception as e:  # noqa: BLE001 - no whole layer fits: cut the first layer by units
+                                if "below the smallest possible subnetwork" not in str(e):
+                                    raise
+                                cfg = _cfg(a, task, ratio, method, out, granularity="unit")
+                                extra = {"note": "no whole layer fits the budget: first layer, cut by units"}
+                                m, secs = run_build(cfg)
+                            row = _row(m, task, ratio, method, out, secs, extra)
+                            rep["rows"].append(row)
+                            save()
+                            continue
+                        else:
+                            cfg = _cfg(a, task, ratio, method, out)
+                        m, secs = run_build(cfg)
+                        row = _row(m, task, ratio, method, out, secs, extra)
+                        rep["rows"].append(row)
+                        if method == "probscale":
+                            ours = row
+                        _log(f"     -> {row['accuracy_bundle']:.4f} ({row['retention']:.1%}), {row['total']:,} params "
+                             f"({row['total_ratio']:.1f}x)")
+                    except Exception as e:  # noqa: BLE001 - one failing method must not lose the others
+                        _log(f"     !! {type(e).__name__}: {e}")
+                        rep["errors"].append({"task": task, "ratio": ratio, "method": method,
+                                              "error": f"{type(e).__name__}: {e}"})
+                    save()
+    if a.latency or a.latency_only:
+        _log("measuring int8 bundle latency (interleaved) ...")
+        bench_latency(rep["rows"], a.runs, 1, 128)
+    save()
+    md = markdown(rep)
+    json_path.with_suffix(".md").write_text(md)
+    plot(rep, json_path.with_suffix(".png"))
+    print(md)
+    return rep
+
+
+if __name__ == "__main__":
+    main()
