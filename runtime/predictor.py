@@ -153,18 +153,20 @@ class Predictor:
         texts = [t if isinstance(t, str) else str(t) for t in texts]
         if pairs is not None:
             encs = self.tokenizer.encode_batch(list(zip(texts, [str(p) for p in pairs])))
+        elif len(texts) == 1:  # no batch machinery for one text
+            encs = [self.tokenizer.encode(texts[0])]
         else:
             encs = self.tokenizer.encode_batch(texts)
         width = self.fixed_length or max((len(e.ids) for e in encs), default=1)
-        n = len(encs)
-        ids = np.full((n, width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        types = np.zeros((n, width), dtype=np.int64)
-        for i, e in enumerate(encs):
-            k = min(len(e.ids), width)
-            ids[i, :k] = e.ids[:k]
-            mask[i, :k] = 1
-            types[i, :k] = e.type_ids[:k]
+        if len(encs) == 1 and len(encs[0].ids) == width:  # batch 1, no padding: the common on-device call
+            e = encs[0]
+            ids = np.array([e.ids], dtype=np.int64)
+            return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.array([e.type_ids], dtype=np.int64)}
+        pad = self.pad_id
+        ids = np.array([e.ids[:width] + [pad] * (width - len(e.ids)) for e in encs], dtype=np.int64).reshape(len(encs), width)
+        mask = np.array([[1] * min(len(e.ids), width) + [0] * (width - len(e.ids)) for e in encs],
+                        dtype=np.int64).reshape(len(encs), width)
+        types = np.array([e.type_ids[:width] + [0] * (width - len(e.ids)) for e in encs], dtype=np.int64).reshape(len(encs), width)
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
     def logits(self, texts, pairs=None, batch_size: int = 32) -> np.ndarray:

@@ -9,6 +9,8 @@ PY=${PYTHON:-python3}
 # torch first, pinned: a CPU build (an unpinned torch would pull a multi-GB CUDA build)
 $PY -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 $PY -m pip install --quiet --disable-pip-version-check -c <(echo "torch==2.13.0") -e ".[build,test]"
+# TextPruner, the peer in benchmarks/compression (tests/test_textpruner_baseline.py); its own pins are loose
+$PY -m pip install --quiet --disable-pip-version-check --no-deps "textpruner==1.1.post2"
 # TFLite/LiteRT (tests/test_tflite.py): ai-edge-litert here, litert-torch + ai-edge-quantizer in .venv-tflite
 PYTHON=$PY bash scripts/install-tflite.sh
 
