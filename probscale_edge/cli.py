@@ -142,6 +142,8 @@ def main():
               help="Total-parameter ratio to reach, e.g. 5 for 5x fewer (sets --budget from the embedding's size).")
 @click.option("--recover", "recover_mode", default="distill", show_default=True, help="none | head | finetune | distill")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
+@click.option("--student-epochs", type=float, default=None,
+              help="Recovery epochs (default: --epochs, the teacher's).")
 @click.option("--dev-fraction", type=float, default=0.1, show_default=True,
               help="Training data held out for early stopping of the recovery (0: off).")
 @click.option("--batch-size", type=int, default=32, show_default=True,
@@ -164,7 +166,7 @@ def main():
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
           strategy, granularity, layer_budget, layer_factor, trim_vocab, embedding_rank, compression, recover_mode, epochs,
-          dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
+          student_epochs, dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
           precision, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
@@ -193,7 +195,8 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget, layer_factor=layer_factor),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,
-                                            lr=lr, student_lr=student_lr, dev_fraction=dev_fraction),
+                                            lr=lr, student_lr=student_lr, dev_fraction=dev_fraction,
+                                            student_epochs=student_epochs),
                       quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision,
                                 "mode": quant_mode})
     from probscale_edge import distributed as dist

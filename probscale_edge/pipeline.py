@@ -301,7 +301,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     teacher_key = _hash("teacher-v1", model_fingerprint(src), task.fingerprint(), cfg.pooling, cfg.seed,
                         {k: v for k, v in asdict(rc).items()
                          if k not in ("mode", "student_lr", "temperature", "alpha", "amp", "checkpoint_every",
-                                  "dev_fraction", "eval_every", "patience")},
+                                  "dev_fraction", "eval_every", "patience", "student_epochs")},
                         *([runner] if runner else []))
     tdir = cache_dir() / "teachers" / teacher_key
     t0 = time.time()

@@ -27,6 +27,7 @@ MODES = ("none", "head", "finetune", "distill")
 class RecoverConfig:
     mode: str = "distill"  # none | head | finetune | distill
     epochs: float = 3.0
+    student_epochs: float | None = None  # recovery epochs (default: ``epochs``, the teacher's recipe)
     lr: float = 5e-5
     student_lr: float = 1e-4  # pruned models recover faster with a larger step
     batch_size: int = 32
@@ -298,6 +299,10 @@ def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None, 
         raise ProbscaleError(f"unknown recovery mode {cfg.mode!r}", f"use --recover {'|'.join(MODES)}")
     if cfg.mode == "none":
         return {"mode": "none"}
+    if cfg.student_epochs:
+        from dataclasses import replace
+
+        cfg = replace(cfg, epochs=cfg.student_epochs)
     dev_split = None
     if cfg.mode in ("finetune", "distill") and cfg.dev_fraction > 0:
         from probscale_edge.data import stratified_sample
