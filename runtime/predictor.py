@@ -151,12 +151,10 @@ class Predictor:
     def encode(self, texts, pairs=None) -> dict:
         """Token ids, attention mask and type ids, padded to the longest text (or the fixed length)."""
         texts = [t if isinstance(t, str) else str(t) for t in texts]
-        if pairs is not None:
-            encs = self.tokenizer.encode_batch(list(zip(texts, [str(p) for p in pairs])))
-        elif len(texts) == 1:  # no batch machinery for one text
-            encs = [self.tokenizer.encode(texts[0])]
-        else:
-            encs = self.tokenizer.encode_batch(texts)
+        # encode_batch_fast (tokenizers >= 0.20) skips the character offsets, which a classifier never
+        # reads: half the tokenizing time of a batch-1 call
+        enc = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encs = enc(list(zip(texts, [str(p) for p in pairs])) if pairs is not None else texts)
         width = self.fixed_length or max((len(e.ids) for e in encs), default=1)
         if len(encs) == 1 and len(encs[0].ids) == width:  # batch 1, no padding: the common on-device call
             e = encs[0]
