@@ -161,13 +161,10 @@ def markdown(rep) -> str:
              "| task | ratio | method | teacher | int8 bundle | retention | total params (x fewer) | "
              "non-embedding (x fewer) | bundle bytes | p50 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
+        p50 = f"{r['p50_ms']:.2f}" if r.get("p50_ms") else "-"
         lines.append(f"| {r['task']} | {r['ratio']:g}x | {r['method']} | {r['teacher_accuracy']:.4f} | "
                      f"{r['accuracy_bundle']:.4f} | {r['retention']:.1%} | {r['total']:,} ({r['total_ratio']:.1f}x) | "
-                     f"{r['non_embedding']:,} ({r['non_embedding_ratio']:.1f}x) | {r['bundle_bytes']:,} | "
-                     f"{r['p50_ms']:.2f} |" if r.get("p50_ms") else
-                     f"| {r['task']} | {r['ratio']:g}x | {r['method']} | {r['teacher_accuracy']:.4f} | "
-                     f"{r['accuracy_bundle']:.4f} | {r['retention']:.1%} | {r['total']:,} ({r['total_ratio']:.1f}x) | "
-                     f"{r['non_embedding']:,} ({r['non_embedding_ratio']:.1f}x) | {r['bundle_bytes']:,} | - |")
+                     f"{r['non_embedding']:,} ({r['non_embedding_ratio']:.1f}x) | {r['bundle_bytes']:,} | {p50} |")
     for e in rep.get("errors", []):
         lines.append(f"| {e['task']} | {e['ratio']:g}x | {e['method']} | - | did not run: {e['error'][:90]} | | | | | |")
     lines += ["", "| method | ratio | tasks | mean retention | mean total x fewer | mean non-embedding x fewer |",
