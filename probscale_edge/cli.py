@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -102,6 +103,21 @@ data_options = [
 ]
 
 
+def _read_spec(path) -> dict:
+    """A SubnetworkSpec dict from a JSON file: the spec itself, a selection, or a build manifest."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProbscaleError(f"cannot read the spec {path} ({type(e).__name__})", "pass a JSON file with keep_layers")
+    for key in ("subnetwork", "spec"):  # a manifest, then a selection
+        if isinstance(d, dict) and isinstance(d.get(key), dict) and "keep_layers" not in d:
+            d = d[key]
+    if not isinstance(d, dict) or not isinstance(d.get("keep_layers"), list) or not d["keep_layers"]:
+        raise ProbscaleError(f"{path} has no subnetwork spec (a non-empty keep_layers list)",
+                             "pass the JSON written by `probscale-edge select`, or {\"keep_layers\": [...], \"heads\": {...}, \"ffn\": {...}}")
+    return {"keep_layers": d["keep_layers"], "heads": d.get("heads", {}), "ffn": d.get("ffn", {})}
+
+
 def with_data(f):
     for opt in reversed(data_options):
         f = opt(f)
@@ -134,6 +150,9 @@ def main():
 @click.option("--layer-factor", type=float, default=2.0, show_default=True,
               help="With --granularity unit: layers are chosen under this multiple of --budget, then cut by "
               "heads and neurons (large values keep every layer and cut only units: best at 5x+ compression).")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=None,
+              help="Cut this subnetwork instead of selecting one: a SubnetworkSpec JSON, or the selection a "
+              "build wrote (manifest 'subnetwork').")
 @click.option("--trim-vocab", is_flag=True, help="Keep only the vocabulary the task's training text uses "
               "(rewrites the tokenizer; WordPiece models).")
 @click.option("--embedding-rank", type=int, default=None,
@@ -165,7 +184,7 @@ def main():
 @click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, granularity, layer_budget, layer_factor, trim_vocab, embedding_rank, compression, recover_mode, epochs,
+          strategy, granularity, layer_budget, layer_factor, spec_path, trim_vocab, embedding_rank, compression, recover_mode, epochs,
           student_epochs, dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
           precision, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
@@ -179,6 +198,7 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
         raise ProbscaleError(f"--compression {compression:g} must be above 1", "pass e.g. --compression 5 for 5x fewer parameters")
     if not 0 <= dev_fraction < 0.5:
         raise ProbscaleError(f"--dev-fraction {dev_fraction:g} is not in [0, 0.5)", "pass e.g. 0.1, or 0 to turn early stopping off")
+    spec = _read_spec(spec_path) if spec_path else None
     if quant_mode not in ("dynamic", "static"):
         raise ProbscaleError(f"unknown --quant-mode {quant_mode!r}", "use --quant-mode dynamic or static")
     from probscale_edge.pipeline import BuildConfig, build as run_build
@@ -191,7 +211,7 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       label_column=label_column, text_pair_column=text_pair_column, pooling=pooling,
                       max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
                       use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, embedding_rank=embedding_rank,
-                      compression=compression, probe=ProbeConfig(pooling=pooling),
+                      compression=compression, spec=spec, probe=ProbeConfig(pooling=pooling),
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget, layer_factor=layer_factor),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,

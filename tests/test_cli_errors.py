@@ -216,3 +216,25 @@ def test_read_only_output_location(tmp_path):
         assert_clean_failure(p, out, "cannot write to")
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_bad_spec_file_is_refused_before_any_work(out, tmp_path):
+    bad = tmp_path / "spec.json"
+    bad.write_text('{"keep_layers": []}')
+    p = run_cli("build", "--spec", str(bad), "-o", str(out))
+    assert_clean_failure(p, out, "has no subnetwork spec")
+    bad.write_text("{not json")
+    p = run_cli("build", "--spec", str(bad), "-o", str(out))
+    assert_clean_failure(p, out, "cannot read the spec")
+
+
+def test_spec_is_read_from_a_manifest_a_selection_or_itself(tmp_path):
+    import json
+
+    from probscale_edge.cli import _read_spec
+
+    spec = {"keep_layers": [0, 2], "heads": {"0": [1, 3]}, "ffn": {}}
+    for doc in (spec, {"spec": spec, "kept_fraction": 0.3}, {"subnetwork": {"spec": spec}, "format": 1}):
+        f = tmp_path / "s.json"
+        f.write_text(json.dumps(doc))
+        assert _read_spec(f) == spec
