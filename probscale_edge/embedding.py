@@ -60,9 +60,11 @@ def embedding_rank(model) -> int | None:
     return emb.rank if isinstance(emb, FactorizedEmbedding) else None
 
 
-def install(model, rank: int) -> FactorizedEmbedding:
-    """Replace the word embedding by an (uninitialised) factorized one of ``rank``: used when reloading."""
-    a, enc = model.adapter, model.encoder
+def install(enc, rank: int) -> FactorizedEmbedding:
+    """Replace the encoder's word embedding by an (uninitialised) factorized one of ``rank``: used when reloading."""
+    from probscale_edge.adapters import get_adapter
+
+    a = get_adapter(enc.config.model_type)
     if getattr(a, "tied_word_embeddings", False):
         raise ProbscaleError(f"{enc.config.model_type} shares its embedding with other modules; it cannot be factorized",
                              "build without --embedding-rank for this model")
@@ -84,7 +86,7 @@ def factorize_embeddings(model, rank: int) -> FactorizeReport:
                              f"pass a rank such as {max(1, H // 6)}; smaller ranks save more and lose more")
     W = emb.weight.detach().double()
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-    new = install(model, rank)
+    new = install(enc, rank)
     with torch.no_grad():
         new.embed.weight.copy_((U[:, :rank] * S[:rank]).to(emb.weight.dtype))
         new.proj.weight.copy_(Vh[:rank].T.to(emb.weight.dtype))  # Linear(r -> H): weight is H x r

@@ -201,8 +201,9 @@ def save_classifier(model: EncoderClassifier, tokenizer, folder: Path, labels: l
                 "layer_shapes": model.layer_shapes(), "model_type": model.encoder.config.model_type}
         from probscale_edge.embedding import embedding_rank
 
-        if embedding_rank(model):  # a low-rank word embedding is rebuilt before the weights load
-            meta["embedding_rank"] = embedding_rank(model)
+        rank = embedding_rank(model)
+        if rank:  # a low-rank word embedding is rebuilt before the weights load
+            meta["embedding_rank"] = rank
         meta.update(extra or {})
         (tmp / "probscale.json").write_text(json.dumps(meta, indent=2))
         if folder.exists():
@@ -252,7 +253,7 @@ def load_classifier(folder) -> tuple[EncoderClassifier, object, dict]:
     if meta.get("embedding_rank"):
         from probscale_edge.embedding import install
 
-        install(EncoderClassifier(encoder, len(meta["labels"]), pooling=meta["pooling"]), int(meta["embedding_rank"]))
+        install(encoder, int(meta["embedding_rank"]))
     state = load_file(str(folder / "model.safetensors"))
     prefix = getattr(encoder, "base_model_prefix", "")
     own = encoder.state_dict()

@@ -156,16 +156,13 @@ class Predictor:
         enc = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         encs = enc(list(zip(texts, [str(p) for p in pairs])) if pairs is not None else texts)
         width = self.fixed_length or max((len(e.ids) for e in encs), default=1)
-        if len(encs) == 1 and len(encs[0].ids) == width:  # batch 1, no padding: the common on-device call
-            e = encs[0]
-            ids = np.array([e.ids], dtype=np.int64)
-            return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.array([e.type_ids], dtype=np.int64)}
-        pad = self.pad_id
-        ids = np.array([e.ids[:width] + [pad] * (width - len(e.ids)) for e in encs], dtype=np.int64).reshape(len(encs), width)
-        mask = np.array([[1] * min(len(e.ids), width) + [0] * (width - len(e.ids)) for e in encs],
-                        dtype=np.int64).reshape(len(encs), width)
-        types = np.array([e.type_ids[:width] + [0] * (width - len(e.ids)) for e in encs], dtype=np.int64).reshape(len(encs), width)
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        def rows(get, fill):  # each row cut or right-padded to the width
+            return np.array([get(e)[:width] + [fill] * (width - len(e.ids)) for e in encs],
+                            dtype=np.int64).reshape(len(encs), width)
+
+        return {"input_ids": rows(lambda e: e.ids, self.pad_id),
+                "attention_mask": rows(lambda e: [1] * len(e.ids), 0),
+                "token_type_ids": rows(lambda e: e.type_ids, 0)}
 
     def logits(self, texts, pairs=None, batch_size: int = 32) -> np.ndarray:
         if isinstance(texts, str):

@@ -115,6 +115,23 @@ def textpruner_spec(a, task_name, ours: dict):
     return spec, {k: rep[k] for k in rep if k in ("config", "seconds", "textpruner_version", "version")}
 
 
+def build_method(a, task, ratio, method, out, ours):
+    """One build of ``method`` at ``ratio`` -> (manifest, seconds, extra row fields)."""
+    extra = {}
+    if method == "textpruner":
+        if ours is None:
+            raise RuntimeError("needs the probscale row of the same ratio (its encoder size is the target)")
+        spec, extra = textpruner_spec(a, task, ours)
+        return (*run_build(_cfg(a, task, ratio, method, out, spec=spec)), extra)
+    try:
+        return (*run_build(_cfg(a, task, ratio, method, out)), extra)
+    except Exception as e:  # noqa: BLE001 - truncation where no whole layer fits: the first layer, cut by units
+        if method != "bottom" or "below the smallest possible subnetwork" not in str(e):
+            raise
+        extra = {"note": "no whole layer fits the budget: first layer, cut by units"}
+        return (*run_build(_cfg(a, task, ratio, method, out, granularity="unit")), extra)
+
+
 def bench_latency(rows, runs: int, threads: int, seq: int):
     """p50 of every row's int8 bundle, interleaved round-robin so machine noise hits all alike."""
     import numpy as np
@@ -266,29 +283,7 @@ def main(argv=None):
                     out = Path(a.work) / f"{short}-{Path(task).stem}-{ratio:g}x-{method}"
                     _log(f"==== {a.model} {task} {ratio:g}x {method}")
                     try:
-                        extra = {}
-                        if method == "textpruner":
-                            if ours is None:
-                                raise RuntimeError("needs the probscale row of the same ratio (its encoder size is the target)")
-                            spec, extra = textpruner_spec(a, task, ours)
-                            cfg = _cfg(a, task, ratio, method, out, spec=spec)
-                        elif method == "bottom":
-                            try:
-                                cfg = _cfg(a, task, ratio, method, out)
-                                m, secs = run_build(cfg)
-                            except Exception as e:  # noqa: BLE001 - no whole layer fits: cut the first layer by units
-                                if "below the smallest possible subnetwork" not in str(e):
-                                    raise
-                                cfg = _cfg(a, task, ratio, method, out, granularity="unit")
-                                extra = {"note": "no whole layer fits the budget: first layer, cut by units"}
-                                m, secs = run_build(cfg)
-                            row = _row(m, task, ratio, method, out, secs, extra)
-                            rep["rows"].append(row)
-                            save()
-                            continue
-                        else:
-                            cfg = _cfg(a, task, ratio, method, out)
-                        m, secs = run_build(cfg)
+                        m, secs, extra = build_method(a, task, ratio, method, out, ours)
                         row = _row(m, task, ratio, method, out, secs, extra)
                         rep["rows"].append(row)
                         if method == "probscale":
