@@ -150,6 +150,9 @@ def main():
 @click.option("--layer-factor", type=float, default=2.0, show_default=True,
               help="With --granularity unit: layers are chosen under this multiple of --budget, then cut by "
               "heads and neurons (large values keep every layer and cut only units: best at 5x+ compression).")
+@click.option("--prune-iterations", type=int, default=1, show_default=True,
+              help="With --granularity unit: remove heads and neurons in this many steps, re-scoring the "
+              "remaining network before each (1: one-shot).")
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=None,
               help="Cut this subnetwork instead of selecting one: a SubnetworkSpec JSON, or the selection a "
               "build wrote (manifest 'subnetwork').")
@@ -184,7 +187,7 @@ def main():
 @click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, granularity, layer_budget, layer_factor, spec_path, trim_vocab, embedding_rank, compression, recover_mode, epochs,
+          strategy, granularity, layer_budget, layer_factor, prune_iterations, spec_path, trim_vocab, embedding_rank, compression, recover_mode, epochs,
           student_epochs, dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
           precision, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
@@ -198,6 +201,9 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
         raise ProbscaleError(f"--compression {compression:g} must be above 1", "pass e.g. --compression 5 for 5x fewer parameters")
     if not 0 <= dev_fraction < 0.5:
         raise ProbscaleError(f"--dev-fraction {dev_fraction:g} is not in [0, 0.5)", "pass e.g. 0.1, or 0 to turn early stopping off")
+    if prune_iterations < 1:
+        raise ProbscaleError(f"--prune-iterations {prune_iterations} must be at least 1",
+                             "pass 1 for one-shot pruning or e.g. 8 for re-scoring in 8 steps")
     spec = _read_spec(spec_path) if spec_path else None
     if quant_mode not in ("dynamic", "static"):
         raise ProbscaleError(f"unknown --quant-mode {quant_mode!r}", "use --quant-mode dynamic or static")
@@ -213,7 +219,8 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, embedding_rank=embedding_rank,
                       compression=compression, spec=spec, probe=ProbeConfig(pooling=pooling),
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
-                                          layer_budget=layer_budget, layer_factor=layer_factor),
+                                          layer_budget=layer_budget, layer_factor=layer_factor,
+                                          prune_iterations=prune_iterations),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,
                                             lr=lr, student_lr=student_lr, dev_fraction=dev_fraction,
                                             student_epochs=student_epochs),

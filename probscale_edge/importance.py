@@ -24,8 +24,39 @@ class ImportanceConfig:
     seed: int = 0
 
 
-def unit_importance(model, tokenizer, tasks, weights, cfg: ImportanceConfig | None = None, layer_ids=None) -> dict:
-    """-> {"heads": [np.array(num_heads)] per layer, "ffn": [np.array(ffn)] per layer} (task-weighted)."""
+def mask_units(model, keep: dict, layer_ids=None) -> list:
+    """Zero the heads and FFN neurons that ``keep`` ({"heads"|"ffn": {layer: [kept ids]}}) leaves out, with
+    forward pre-hooks on the output projections: the same function as cutting them (apply_spec), without
+    surgery. Returns the hook handles (``.remove()`` each to undo)."""
+    adapter = model.adapter
+    layers = adapter.layers(model.encoder)
+    hd = adapter.head_dim(model.encoder)
+
+    def masker(m):
+        def fn(mod, inp):
+            return (inp[0] * m.to(inp[0].dtype), *inp[1:])
+        return fn
+
+    handles = []
+    for li in (range(len(layers)) if layer_ids is None else layer_ids):
+        _, _, _, o = adapter.attention_linears(layers[li])
+        _, fo = adapter.ffn_linears(layers[li])
+        for kind, lin, rep in (("heads", o, hd), ("ffn", fo, 1)):
+            kept = keep.get(kind, {}).get(str(li))
+            if kept is not None:
+                m = torch.zeros(lin.in_features // rep)
+                m[list(kept)] = 1.0
+                handles.append(lin.register_forward_pre_hook(masker(m.repeat_interleave(rep))))
+    return handles
+
+
+def unit_importance(model, tokenizer, tasks, weights, cfg: ImportanceConfig | None = None, layer_ids=None,
+                    keep: dict | None = None) -> dict:
+    """-> {"heads": {layer: np.array(num_heads)}, "ffn": {layer: np.array(ffn)}} (task-weighted).
+
+    ``keep`` (an :func:`allocate` result) masks the heads and neurons it leaves out: the scores are
+    then those of the network without them (masked units score 0), as iterative pruning needs.
+    """
     from probscale_edge.data import stratified_sample
     from probscale_edge.modeling import tokenize
 
@@ -43,7 +74,7 @@ def unit_importance(model, tokenizer, tasks, weights, cfg: ImportanceConfig | No
             captured[key] = x
         return fn
 
-    handles = []
+    handles = mask_units(model, keep or {}, layer_ids)  # masks first: the capture hooks see masked input
     for li in layer_ids:
         _, _, _, o = adapter.attention_linears(layers[li])
         _, fo = adapter.ffn_linears(layers[li])
@@ -127,7 +158,8 @@ def allocate(model, keep_layers, scores, target_params: int, min_heads: int = 1,
         items = []
         for li in keep_layers:
             s = scores[kind][li]
-            norm = s / (s.mean() + 1e-12)
+            live = s[s > 0]  # masked units (iterative pruning) score 0 and do not lower the layer's mean
+            norm = s / ((live.mean() if live.size else 0.0) + 1e-12)
             items += [(float(norm[j]), li, j) for j in range(len(s))]
         return sorted(items)
 
@@ -161,3 +193,33 @@ def allocate(model, keep_layers, scores, target_params: int, min_heads: int = 1,
            "ffn": {str(li): sorted(v) for li, v in keep["ffn"].items() if len(v) < shapes[li]["ffn"]},
            "params": total_now - removed}
     return out
+
+
+def iterative_allocate(model, tokenizer, tasks, weights, keep_layers, target_params: int, iterations: int,
+                       cfg: ImportanceConfig | None = None, log=None) -> dict:
+    """:func:`allocate` in ``iterations`` equal steps, re-scoring the masked network before each step.
+
+    One-shot Fisher scores every unit in the full network, so two units that carry the same
+    information both look important, or both look removable. Re-scoring after each step scores a
+    unit given what is already gone (as TextPruner's iterative pruner and Kwon et al.'s mask search do).
+    ``iterations=1`` is the one-shot allocation.
+    """
+    log = log or (lambda *_: None)
+    a = model.adapter
+    layers = a.layers(model.encoder)
+    start = sum(sum(p.numel() for p in layers[li].parameters()) for li in keep_layers)
+    kept = None
+    for r in range(1, max(1, iterations) + 1):
+        step_target = int(round(start - (start - target_params) * r / max(1, iterations)))
+        scores = unit_importance(model, tokenizer, tasks, weights, cfg, layer_ids=keep_layers, keep=kept)
+        al = allocate(model, keep_layers, scores, step_target)
+        if kept is not None:  # a unit once removed stays removed (it scores 0, so allocate drops it first)
+            for kind in ("heads", "ffn"):
+                for li, ids in al[kind].items():
+                    prev = kept[kind].get(li)
+                    if prev is not None and not set(ids) <= set(prev):
+                        raise AssertionError(f"iterative pruning revived {kind} in layer {li}")
+        kept = al
+        if iterations > 1:
+            log(f"  pruning step {r}/{iterations}: layers hold {al['params']:,} parameters")
+    return kept

@@ -34,6 +34,7 @@ class SelectConfig:
     granularity: str = "unit"  # layer: whole layers only | unit: layers, then heads and FFN neurons
     layer_budget: float | None = None  # unit granularity: budget for choosing layers (default layer_factor x budget)
     layer_factor: float = 2.0  # unit granularity: layers are chosen under this multiple of the budget
+    prune_iterations: int = 1  # unit granularity: heads and neurons removed in this many re-scored steps
 
 
 @dataclass
@@ -115,13 +116,17 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
     sel = select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log, budget=layer_budget)
     if tokenizer is None or not tasks:
         raise ProbscaleError("unit granularity needs task data to score heads and neurons", "use --granularity layer")
-    from probscale_edge.importance import allocate, unit_importance
+    from probscale_edge.importance import iterative_allocate
 
     keep = sel.spec.keep_layers
-    log(f"  scoring heads and FFN neurons of layers {keep} (Fisher) ...")
-    scores = unit_importance(model, tokenizer, tasks, weights, layer_ids=keep)
+    if cfg.prune_iterations < 1:
+        raise ProbscaleError(f"--prune-iterations {cfg.prune_iterations} must be at least 1",
+                             "pass 1 for one-shot pruning or e.g. 8 for re-scoring in 8 steps")
+    steps = f" in {cfg.prune_iterations} re-scored steps" if cfg.prune_iterations > 1 else ""
+    log(f"  scoring heads and FFN neurons of layers {keep} (Fisher){steps} ...")
     total = sum(costs)
-    al = allocate(model, keep, scores, int(cfg.budget * total))
+    al = iterative_allocate(model, tokenizer, tasks, weights, keep, int(cfg.budget * total), cfg.prune_iterations,
+                            log=log)
     spec = SubnetworkSpec(list(keep), al["heads"], al["ffn"])
     return Selection(spec, al["params"] / total, al["params"], sel.candidates, cfg.strategy, cfg.budget)
 

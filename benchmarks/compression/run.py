@@ -7,6 +7,7 @@ choice of the subnetwork and its recovery differ:
 
   probscale   this project: probe-guided layer search, composed-subnetwork check, Fisher heads and
               FFN neurons to the budget, distillation with early stopping (the default build)
+  probscale-iter  the same, with heads and neurons removed in --prune-iterations re-scored steps
   bottom      ProbScale's truncation baseline: the first k layers, then fine-tuning on labels
               (whole layers while one fits the budget; below that, the first layer cut by units)
   random      a random layer subset, then the same unit cut and distillation as ours
@@ -38,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-METHODS = ("probscale", "bottom", "random", "textpruner")
+METHODS = ("probscale", "probscale-iter", "bottom", "random", "textpruner")
 
 
 def _log(msg):
@@ -51,7 +52,8 @@ def _cfg(a, task, ratio, method, out, **over):
     from probscale_edge.select import SelectConfig
 
     rc = RecoverConfig(mode="distill", epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, student_lr=a.student_lr)
-    sc = SelectConfig(strategy="probscale", granularity="unit", layer_factor=a.layer_factor)
+    sc = SelectConfig(strategy="probscale", granularity="unit", layer_factor=a.layer_factor,
+                      prune_iterations=a.prune_iterations if method == "probscale-iter" else 1)
     if method == "bottom":
         rc.mode = "finetune"
         sc.strategy = "bottom"
@@ -200,7 +202,7 @@ def plot(rep, path):
 
     tasks = sorted({r["task"] for r in rep["rows"]})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
-    marks = {"probscale": "o", "bottom": "s", "random": "^", "textpruner": "D"}
+    marks = {"probscale": "o", "probscale-iter": "*", "bottom": "s", "random": "^", "textpruner": "D"}
     for ax, t in zip(axes[0], tasks):
         rs = [r for r in rep["rows"] if r["task"] == t]
         if rs:
@@ -236,6 +238,7 @@ def main(argv=None):
     ap.add_argument("--student-lr", type=float, default=1e-4)
     ap.add_argument("--layer-factor", type=float, default=2.0,
                     help="layers are chosen under this multiple of the budget, then cut by units")
+    ap.add_argument("--prune-iterations", type=int, default=8, help="re-scored pruning steps of probscale-iter")
     ap.add_argument("--textpruner-examples", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="bundles/compression")
@@ -276,7 +279,8 @@ def main(argv=None):
     if not a.latency_only:
         for task in tasks:
             for ratio in a.ratios:
-                ours = next((r for r in rep["rows"] if (r["task"], r["ratio"], r["method"]) == (task, ratio, "probscale")), None)
+                ours = next((r for r in rep["rows"] if (r["task"], r["ratio"]) == (task, ratio)
+                             and r["method"].startswith("probscale")), None)
                 for method in methods:
                     if (task, ratio, method) in done:
                         continue
@@ -286,7 +290,7 @@ def main(argv=None):
                         m, secs, extra = build_method(a, task, ratio, method, out, ours)
                         row = _row(m, task, ratio, method, out, secs, extra)
                         rep["rows"].append(row)
-                        if method == "probscale":
+                        if method.startswith("probscale") and ours is None:
                             ours = row
                         _log(f"     -> {row['accuracy_bundle']:.4f} ({row['retention']:.1%}), {row['total']:,} params "
                              f"({row['total_ratio']:.1f}x)")
