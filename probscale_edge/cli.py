@@ -156,6 +156,12 @@ def main():
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=None,
               help="Cut this subnetwork instead of selecting one: a SubnetworkSpec JSON, or the selection a "
               "build wrote (manifest 'subnetwork').")
+@click.option("--max-latency-ms", type=float, default=None,
+              help="Latency budget instead of a parameter budget: batch-1 p50 in ms at 128 tokens, 1 thread, "
+              "from per-unit latencies measured on the target (see --latency-table).")
+@click.option("--latency-table", type=click.Path(dir_okay=False), default=None,
+              help="With --max-latency-ms: the table `probscale-edge latency-table` wrote on/for the target "
+              "(default: measure one on this machine).")
 @click.option("--trim-vocab", is_flag=True, help="Keep only the vocabulary the task's training text uses "
               "(rewrites the tokenizer; WordPiece models).")
 @click.option("--embedding-rank", type=int, default=None,
@@ -187,7 +193,7 @@ def main():
 @click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, granularity, layer_budget, layer_factor, prune_iterations, spec_path, trim_vocab, embedding_rank, compression, recover_mode, epochs,
+          strategy, granularity, layer_budget, layer_factor, prune_iterations, max_latency_ms, latency_table, spec_path, trim_vocab, embedding_rank, compression, recover_mode, epochs,
           student_epochs, dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
           precision, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
@@ -218,6 +224,7 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
                       use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, embedding_rank=embedding_rank,
                       compression=compression, spec=spec, probe=ProbeConfig(pooling=pooling),
+                      max_latency_ms=max_latency_ms, latency_table=latency_table,
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget, layer_factor=layer_factor,
                                           prune_iterations=prune_iterations),
@@ -372,6 +379,48 @@ def profile(bundle, ssh, adb, identity, port, ssh_options, remote_dir, remote_py
         click.echo(f"warning: {w}", err=True)
     if json_path:
         write_json(res, json_path)
+
+
+@main.command("latency-table")
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
+              help="Built-in model name or local Hugging Face folder (its shape is what is timed).")
+@click.option("--target", default="arm64", show_default=True, help="Quantization preset of the timed bundles.")
+@click.option("--max-length", "seq", type=int, default=128, show_default=True, help="Sequence length timed.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per shape.")
+@click.option("--precision", default="int8", show_default=True, help="int8 | fp32")
+@click.option("--ssh", default=None, help="Time on user@host (python3 with numpy, tokenizers, onnxruntime).")
+@click.option("-i", "--identity", type=click.Path(), default=None, help="SSH private key.")
+@click.option("--port", type=int, default=22, show_default=True)
+@click.option("--ssh-option", "ssh_options", multiple=True, help="Extra `-o` option for ssh/scp (repeatable).")
+@click.option("--remote-python", default="python3", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Table JSON to write.")
+def latency_table(model, target, seq, threads, runs, precision, ssh, identity, port, ssh_options, remote_python, output):
+    """Time uniformly pruned copies of MODEL on this machine or a device (--ssh) and fit per-layer,
+    per-head and per-neuron latencies, for `build --max-latency-ms`."""
+    from probscale_edge.converters.quantize import check_target
+
+    check_target(target)
+    if seq < 2 or threads < 1 or runs < 1:
+        raise ProbscaleError("--max-length, --threads and --runs must be positive", "e.g. --max-length 128 --threads 1")
+    from probscale_edge.latency import measure_table
+    from probscale_edge.modeling import EncoderClassifier, load_encoder
+    from probscale_edge.runtime.bench import write_json
+
+    encoder, tokenizer, _ = load_encoder(model, log=lambda m: click.echo(m, err=True))
+    clf = EncoderClassifier(encoder, 2).eval()
+    pk = {"identity": identity, "port": port, "ssh_options": tuple(ssh_options), "remote_python": remote_python}
+    table = measure_table(clf, tokenizer, target=target, seq=seq, threads=threads, runs=runs, precision=precision,
+                          ssh=ssh, profile_kwargs=pk if ssh else None, model_name=model,
+                          log=lambda m: click.echo(m, err=True))
+    write_json(table.to_dict(), output)
+    click.echo(f"{'layers':>6} {'heads':>5} {'neurons':>7} {'p50 ms':>8} {'fit ms':>8}")
+    for p in table.points:
+        click.echo(f"{p['layers']:>6} {p['heads']:>5} {p['ffn']:>7} {p['p50_ms']:>8.2f} {p['predicted_ms']:>8.2f}")
+    click.echo(f"ms = {table.base_ms:.3f} + {table.layer_ms:.3f} x layers + {table.head_ms:.4f} x heads + "
+               f"{table.neuron_ms * 1000:.3f}e-3 x neurons   (max fit error {table.max_relative_error:.1%}; "
+               f"{table.device.get('transport', '')} {table.device.get('target', table.device.get('processor', ''))})")
+    click.echo(f"wrote {output}")
 
 
 @main.command()

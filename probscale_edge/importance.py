@@ -133,26 +133,45 @@ def unit_costs(model) -> dict:
     return {"head": head, "neuron": neuron}
 
 
-def allocate(model, keep_layers, scores, target_params: int, min_heads: int = 1, min_neurons: int = 16) -> dict:
-    """Choose heads and neurons in ``keep_layers`` so that those layers hold at most ``target_params``.
+def layer_costs_in(model, keep_layers, cost_model: dict | None = None) -> dict:
+    """Cost of each kept layer as it is now: parameters, or with ``cost_model`` ({"layer", "head",
+    "neuron"}, e.g. milliseconds from a latency table) layer + heads x head + neurons x neuron."""
+    a = model.adapter
+    layers = a.layers(model.encoder)
+    if cost_model is None:
+        return {li: sum(p.numel() for p in layers[li].parameters()) for li in keep_layers}
+    out = {}
+    for li in keep_layers:
+        sh = a.layer_shape(model.encoder, layers[li])
+        out[li] = cost_model["layer"] + sh["heads"] * cost_model["head"] + sh["ffn"] * cost_model["neuron"]
+    return out
 
+
+def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_neurons: int = 16,
+             cost_model: dict | None = None) -> dict:
+    """Choose heads and neurons in ``keep_layers`` so that those layers cost at most ``target_params``.
+
+    Cost is parameters, or with ``cost_model`` ({"layer", "head", "neuron"}) any linear cost such
+    as predicted milliseconds (then ``target_params`` is in those units).
     Heads and neurons are ranked globally, each by its Fisher score divided by the mean score of its
     kind in its layer (so layers compare on one scale), and removed lowest first; attention and
-    FFN lose the same fraction of their parameters, so neither is emptied. Allocation per layer is
-    non-uniform. Returns {"heads": {layer: [kept]}, "ffn": {layer: [kept]}, "params": int}.
+    FFN lose the same fraction of their cost, so neither is emptied. Allocation per layer is
+    non-uniform. Returns {"heads": {layer: [kept]}, "ffn": {layer: [kept]}, "params": int, "cost": float}.
     """
     a = model.adapter
     layers = a.layers(model.encoder)
-    cost = unit_costs(model)
-    base = {li: sum(p.numel() for p in layers[li].parameters()) for li in keep_layers}
+    pcost = unit_costs(model)
+    cost = pcost if cost_model is None else {"head": cost_model["head"], "neuron": cost_model["neuron"]}
+    pbase = layer_costs_in(model, keep_layers)
+    base = layer_costs_in(model, keep_layers, cost_model)
     total_now = sum(base.values())
     if total_now <= target_params:
-        return {"heads": {}, "ffn": {}, "params": total_now}
+        return {"heads": {}, "ffn": {}, "params": sum(pbase.values()), "cost": total_now}
     shapes = {li: a.layer_shape(model.encoder, layers[li]) for li in keep_layers}
     att_params = sum(shapes[li]["heads"] * cost["head"] for li in keep_layers)
     ffn_params = sum(shapes[li]["ffn"] * cost["neuron"] for li in keep_layers)
     to_remove = total_now - target_params
-    frac = min(0.999, to_remove / max(1, att_params + ffn_params))
+    frac = min(0.999, to_remove / max(1e-12, att_params + ffn_params))
 
     def ranked(kind):
         items = []
@@ -166,6 +185,7 @@ def allocate(model, keep_layers, scores, target_params: int, min_heads: int = 1,
     keep = {"heads": {li: set(range(shapes[li]["heads"])) for li in keep_layers},
             "ffn": {li: set(range(shapes[li]["ffn"])) for li in keep_layers}}
     removed = 0
+    count = {"head": 0, "neuron": 0}
     for kind, unit, floor, budget in (("heads", "head", min_heads, frac * att_params),
                                       ("ffn", "neuron", min_neurons, frac * ffn_params)):
         if not a.supports_head_pruning and kind == "heads":
@@ -178,25 +198,28 @@ def allocate(model, keep_layers, scores, target_params: int, min_heads: int = 1,
                 continue
             keep[kind][li].discard(j)
             got += cost[unit]
+            count[unit] += 1
         removed += got
     # families without head pruning: take the rest from the FFN
     short = to_remove - removed
     if short > 0:
         for _, li, j in ranked("ffn"):
-            if short <= 0:
+            if short <= 1e-12:
                 break
             if j in keep["ffn"][li] and len(keep["ffn"][li]) > min_neurons:
                 keep["ffn"][li].discard(j)
                 short -= cost["neuron"]
                 removed += cost["neuron"]
+                count["neuron"] += 1
     out = {"heads": {str(li): sorted(v) for li, v in keep["heads"].items() if len(v) < shapes[li]["heads"]},
            "ffn": {str(li): sorted(v) for li, v in keep["ffn"].items() if len(v) < shapes[li]["ffn"]},
-           "params": total_now - removed}
+           "params": sum(pbase.values()) - count["head"] * pcost["head"] - count["neuron"] * pcost["neuron"],
+           "cost": total_now - removed}
     return out
 
 
-def iterative_allocate(model, tokenizer, tasks, weights, keep_layers, target_params: int, iterations: int,
-                       cfg: ImportanceConfig | None = None, log=None) -> dict:
+def iterative_allocate(model, tokenizer, tasks, weights, keep_layers, target_params, iterations: int,
+                       cfg: ImportanceConfig | None = None, log=None, cost_model: dict | None = None) -> dict:
     """:func:`allocate` in ``iterations`` equal steps, re-scoring the masked network before each step.
 
     One-shot Fisher scores every unit in the full network, so two units that carry the same
@@ -205,14 +228,14 @@ def iterative_allocate(model, tokenizer, tasks, weights, keep_layers, target_par
     ``iterations=1`` is the one-shot allocation.
     """
     log = log or (lambda *_: None)
-    a = model.adapter
-    layers = a.layers(model.encoder)
-    start = sum(sum(p.numel() for p in layers[li].parameters()) for li in keep_layers)
+    start = sum(layer_costs_in(model, keep_layers, cost_model).values())
     kept = None
     for r in range(1, max(1, iterations) + 1):
-        step_target = int(round(start - (start - target_params) * r / max(1, iterations)))
+        step_target = start - (start - target_params) * r / max(1, iterations)
+        if cost_model is None:
+            step_target = int(round(step_target))
         scores = unit_importance(model, tokenizer, tasks, weights, cfg, layer_ids=keep_layers, keep=kept)
-        al = allocate(model, keep_layers, scores, step_target)
+        al = allocate(model, keep_layers, scores, step_target, cost_model=cost_model)
         if kept is not None:  # a unit once removed stays removed (it scores 0, so allocate drops it first)
             for kind in ("heads", "ffn"):
                 for li, ids in al[kind].items():

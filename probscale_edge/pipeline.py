@@ -59,6 +59,8 @@ class BuildConfig:
     embedding_rank: int | None = None  # low-rank (SVD) factorized word embedding, see probscale_edge.embedding
     compression: float | None = None  # total-parameter ratio to reach (e.g. 5 = 5x fewer); sets the budget
     spec: dict | None = None  # a SubnetworkSpec (as a dict) to cut instead of selecting one
+    max_latency_ms: float | None = None  # latency budget (batch 1, the table's sequence length and threads)
+    latency_table: str | None = None  # LatencyTable JSON measured on the target (default: measured here)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     recover: RecoverConfig = field(default_factory=RecoverConfig)
@@ -253,6 +255,17 @@ def build(cfg: BuildConfig, log=_log) -> dict:
                              "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
     if not cfg.tasks:
         raise ProbscaleError("no task given", "pass --task NAME or --data FILE")
+    table = None
+    if cfg.max_latency_ms is not None:
+        if cfg.max_latency_ms <= 0:
+            raise ProbscaleError(f"--max-latency-ms {cfg.max_latency_ms:g} must be positive", "pass e.g. --max-latency-ms 5")
+        if cfg.compression or cfg.spec:
+            raise ProbscaleError("--max-latency-ms sets the budget itself", "pass either --max-latency-ms or "
+                                 "--compression/--spec, not both")
+        if cfg.latency_table:
+            from probscale_edge.latency import LatencyTable
+
+            table = LatencyTable.load(cfg.latency_table)
     out = Path(cfg.output) if cfg.output else default_output(cfg)
     check_output(out, cfg.force)
     from probscale_edge.modeling import resolve_model, check_model_folder
@@ -342,6 +355,34 @@ def build(cfg: BuildConfig, log=_log) -> dict:
         log(f"  {cfg.compression:g}x fewer total parameters -> keep {cfg.budget:.3f} of the non-embedding parameters")
 
     ck = Checkpoints(cache_dir() / "stages", reuse=cfg.resume)
+    if cfg.max_latency_ms is not None:  # ---- latency table: per-unit latencies on the target
+        from probscale_edge.latency import LatencyTable, check_table, measure_table
+
+        t0 = time.time()
+        if table is None:
+            from probscale_edge.latency import _cpu_name
+
+            lat_key = _hash("latency-v1", teacher_key, cfg.target, cfg.max_length, _cpu_name(), platform.node())
+            cached_table = ck.load_json(lat_key)
+            if cached_table:
+                table = LatencyTable.from_dict(cached_table)
+                log("[resume] latency table")
+            else:
+                log(f"measuring per-unit latencies on this machine ({_cpu_name()}; batch 1, sequence {cfg.max_length}, "
+                    "1 thread) ...")
+                if cfg.target in ("arm64", "android"):
+                    log("  note: these are this machine's latencies; for the device's, write a table there with "
+                        "`probscale-edge latency-table --ssh user@device` and pass --latency-table")
+                table = measure_table(teacher, tokenizer, target=cfg.target, seq=cfg.max_length, threads=1,
+                                      model_name=str(cfg.model), log=log)
+                if dist.is_main():
+                    ck.save_json(lat_key, table.to_dict())
+        check_table(table, teacher, cfg.max_length, log)
+        stages["latency_table"] = {**table.to_dict(), "seconds": round(time.time() - t0, 1)}
+        log(f"  latency model: {table.base_ms:.2f} ms + {table.layer_ms:.3f}/layer + {table.head_ms:.4f}/head + "
+            f"{table.neuron_ms * 1000:.3f} us/neuron (fit error <= {table.max_relative_error:.1%})")
+        cfg.select.max_latency_ms = cfg.max_latency_ms
+        cfg.select.latency_table = table.to_dict()
     # ---- probe
     from probscale_edge.probe import ProbeReport, probe_layers
 
@@ -371,6 +412,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     scfg = cfg.select
     scfg.budget = cfg.budget
     scfg.seed = cfg.seed
+    scfg.max_latency_ms = cfg.max_latency_ms if cfg.max_latency_ms is not None else scfg.max_latency_ms
     select_key = _hash("select-v1", probe_key, asdict(scfg), *([cfg.spec] if cfg.spec else []))
     cached = dist.broadcast(ck.load_json(select_key))
     if cfg.spec:  # a subnetwork chosen elsewhere (a saved selection, another pruner): cut exactly that
@@ -667,6 +709,23 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
     manifest["latency"] = {"text": DEFAULT_TEXT, "full_torch_fp32_p50_ms": full_ms,
                            "bundle_p50_ms": b["latency"]["p50_ms"], "threads": "default",
                            "note": "measured on the build machine, batch 1"}
+    if selection.predicted_latency_ms is not None:
+        lt = stages["latency_table"]
+        lb = {"max_ms": cfg.max_latency_ms, "predicted_ms": selection.predicted_latency_ms, "sequence_length": lt["seq"],
+              "threads": lt["threads"], "table_device": lt.get("device", {})}
+        if lt.get("device", {}).get("transport") == "local":  # the table is this machine's: check it here
+            m = bench_bundle(stage, BenchConfig(warmup_runs=10, num_runs=max(50, cfg.latency_runs), threads=lt["threads"],
+                                                sequence_length=lt["seq"]))
+            lb["measured_p50_ms"] = m["latency"]["p50_ms"]
+            ok = lb["measured_p50_ms"] <= cfg.max_latency_ms
+            log(f"[{'PASS' if ok else 'OVER'}] latency budget {cfg.max_latency_ms:g} ms: predicted "
+                f"{lb['predicted_ms']:.2f} ms, measured p50 {lb['measured_p50_ms']:.2f} ms (sequence {lt['seq']}, "
+                f"{lt['threads']} thread(s))" + ("" if ok else "; this machine may be busy: bench the bundle again, "
+                                                  "or build with a lower --max-latency-ms"))
+        else:
+            log(f"  latency budget {cfg.max_latency_ms:g} ms: predicted {lb['predicted_ms']:.2f} ms on the table's "
+                "device; check it there with `probscale-edge profile --ssh`")
+        manifest["latency_budget"] = lb
     manifest["build_seconds"] = round(time.time() - t_start, 1)
     (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     fault("rename")

@@ -35,6 +35,8 @@ class SelectConfig:
     layer_budget: float | None = None  # unit granularity: budget for choosing layers (default layer_factor x budget)
     layer_factor: float = 2.0  # unit granularity: layers are chosen under this multiple of the budget
     prune_iterations: int = 1  # unit granularity: heads and neurons removed in this many re-scored steps
+    max_latency_ms: float | None = None  # unit granularity: a latency budget instead of a parameter budget
+    latency_table: dict | None = None  # a LatencyTable (as a dict) measured on the target; needed with max_latency_ms
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Selection:
     candidates: list = field(default_factory=list)  # [{"layers", "additive", "composed"}]
     strategy: str = "probscale"
     budget: float = 0.0
+    predicted_latency_ms: float | None = None  # with a latency budget: the latency table's prediction
 
     def to_dict(self):
         d = asdict(self)
@@ -54,7 +57,8 @@ class Selection:
     @classmethod
     def from_dict(cls, d: dict) -> "Selection":
         return cls(SubnetworkSpec.from_dict(d["spec"]), d["kept_fraction"], d["kept_non_embedding"],
-                   d.get("candidates", []), d.get("strategy", "probscale"), d.get("budget", 0.0))
+                   d.get("candidates", []), d.get("strategy", "probscale"), d.get("budget", 0.0),
+                   d.get("predicted_latency_ms"))
 
 
 def layer_costs(model) -> list[int]:
@@ -108,6 +112,9 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
     if cfg.granularity not in ("layer", "unit"):
         raise ProbscaleError(f"unknown granularity {cfg.granularity!r}", "use --granularity layer or unit")
     costs = layer_costs(model)
+    table = None
+    if cfg.max_latency_ms is not None:
+        table = _latency_budget(cfg, report)
     check_budget(cfg.budget, costs, cfg.granularity)
     if cfg.granularity == "layer":
         return select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log)
@@ -122,13 +129,51 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
     if cfg.prune_iterations < 1:
         raise ProbscaleError(f"--prune-iterations {cfg.prune_iterations} must be at least 1",
                              "pass 1 for one-shot pruning or e.g. 8 for re-scoring in 8 steps")
+    total = sum(costs)
+    target, cost_model = int(cfg.budget * total), None
+    if table is not None:
+        keep = _layers_within_latency(table, cfg.max_latency_ms, keep, report, log)
+        target, cost_model = cfg.max_latency_ms - table.base_ms, table.cost_model()
     steps = f" in {cfg.prune_iterations} re-scored steps" if cfg.prune_iterations > 1 else ""
     log(f"  scoring heads and FFN neurons of layers {keep} (Fisher){steps} ...")
-    total = sum(costs)
-    al = iterative_allocate(model, tokenizer, tasks, weights, keep, int(cfg.budget * total), cfg.prune_iterations,
-                            log=log)
+    al = iterative_allocate(model, tokenizer, tasks, weights, keep, target, cfg.prune_iterations, log=log,
+                            cost_model=cost_model)
     spec = SubnetworkSpec(list(keep), al["heads"], al["ffn"])
-    return Selection(spec, al["params"] / total, al["params"], sel.candidates, cfg.strategy, cfg.budget)
+    predicted = None
+    if table is not None:
+        predicted = table.base_ms + al["cost"]
+        log(f"  predicted latency {predicted:.2f} ms (budget {cfg.max_latency_ms:g} ms, sequence {table.seq}, "
+            f"{table.threads} thread(s))")
+    return Selection(spec, al["params"] / total, al["params"], sel.candidates, cfg.strategy, cfg.budget, predicted)
+
+
+def _latency_budget(cfg: SelectConfig, report):
+    """Set ``cfg.budget`` (for the layer search) from the latency budget; refuse budgets no subnetwork meets."""
+    from probscale_edge.latency import LatencyTable
+
+    if cfg.granularity != "unit":
+        raise ProbscaleError("--max-latency-ms cuts heads and neurons", "use --granularity unit (the default)")
+    if cfg.latency_table is None:
+        raise ProbscaleError("--max-latency-ms needs a latency table", "pass --latency-table FILE, or let the build measure one")
+    table = LatencyTable.from_dict(cfg.latency_table)
+    if cfg.max_latency_ms < table.fastest():
+        raise ProbscaleError(f"--max-latency-ms {cfg.max_latency_ms:g} is below the fastest subnetwork of this model on "
+                             f"the table's machine ({table.fastest():.2f} ms: one layer, one head, 16 neurons)",
+                             f"use --max-latency-ms {table.fastest():.2f} or more, or a shorter --max-length")
+    cfg.budget = max(1e-6, table.uniform_fraction(cfg.max_latency_ms))
+    return table
+
+
+def _layers_within_latency(table, max_ms: float, keep, report, log):
+    """Drop the layers with the least probe gain until the narrowest form of the rest fits ``max_ms``."""
+    keep = list(keep)
+    g = gains(report.weighted)
+    floor = lambda ks: table.predict([{"heads": 1, "ffn": 16}] * len(ks))  # noqa: E731
+    while len(keep) > 1 and floor(keep) > max_ms:
+        worst = min(keep, key=lambda i: g[i])
+        keep.remove(worst)
+        log(f"  layer {worst} dropped: {max_ms:g} ms cannot hold {len(keep) + 1} layers")
+    return keep
 
 
 def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights=None, probe_cfg=None,

@@ -238,3 +238,17 @@ def test_spec_is_read_from_a_manifest_a_selection_or_itself(tmp_path):
         f = tmp_path / "s.json"
         f.write_text(json.dumps(doc))
         assert _read_spec(f) == spec
+
+
+def test_latency_budget_errors_leave_nothing(out, tmp_path, tiny_bert, toy_csv):
+    p = run_cli("build", "--max-latency-ms", "5", "--compression", "5", "-o", str(out))
+    assert_clean_failure(p, out, "sets the budget itself")
+    p = run_cli("build", "--max-latency-ms", "5", "--latency-table", str(tmp_path / "none.json"), "-o", str(out))
+    assert_clean_failure(p, out, "does not exist")
+    table = {"seq": 32, "threads": 1, "precision": "int8", "target": "arm64", "base_ms": 1.5, "layer_ms": 0.4,
+             "head_ms": 0.2, "neuron_ms": 0.01, "full": {"layers": 4, "heads": 4, "ffn": 64}}
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    p = run_cli("build", "--model", str(tiny_bert), "--data", str(toy_csv), "--epochs", "1", "--no-cache",
+                "--max-latency-ms", "1.0", "--latency-table", str(tmp_path / "table.json"),
+                "-o", str(out))
+    assert_clean_failure(p, out, "below the fastest subnetwork")

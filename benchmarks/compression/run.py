@@ -161,36 +161,88 @@ def bench_latency(rows, runs: int, threads: int, seq: int):
 
 
 def summarize(rows) -> list[dict]:
-    """Per method and ratio: retention averaged over the tasks (the issue's headline figures)."""
-    out = {}
+    """Per method and ratio: retention averaged over the tasks (the issue's headline figures). Rows of
+    several seeds are averaged per task first, so every task counts once."""
+    per_task = {}
     for r in rows:
-        k = (r["method"], r["ratio"])
-        out.setdefault(k, []).append(r)
+        per_task.setdefault((r["method"], r["ratio"], r["task"]), []).append(r)
+    out = {}
+    for (method, ratio, task), rs in per_task.items():
+        mean = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+        out.setdefault((method, ratio), []).append({"task": task, "seeds": len(rs), "retention": mean("retention"),
+                                                    "accuracy": mean("accuracy_bundle"),
+                                                    "total_ratio": mean("total_ratio"),
+                                                    "non_embedding_ratio": mean("non_embedding_ratio")})
     res = []
-    for (method, ratio), rs in sorted(out.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]))):
-        res.append({"method": method, "ratio": ratio, "tasks": len(rs),
-                    "mean_retention": sum(r["retention"] for r in rs) / len(rs),
-                    "mean_total_ratio": sum(r["total_ratio"] for r in rs) / len(rs),
-                    "mean_non_embedding_ratio": sum(r["non_embedding_ratio"] for r in rs) / len(rs)})
+    for (method, ratio), ts in sorted(out.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]))):
+        res.append({"method": method, "ratio": ratio, "tasks": len(ts), "seeds": max(t["seeds"] for t in ts),
+                    "mean_retention": sum(t["retention"] for t in ts) / len(ts),
+                    "mean_total_ratio": sum(t["total_ratio"] for t in ts) / len(ts),
+                    "mean_non_embedding_ratio": sum(t["non_embedding_ratio"] for t in ts) / len(ts),
+                    "per_task": sorted(ts, key=lambda t: t["task"])})
     return res
+
+
+def head_to_head(summary, ours: str, other: str) -> list[dict]:
+    """Per ratio and task: our mean retention against ``other``'s (same tasks, same seeds)."""
+    res = []
+    by = {(s["method"], s["ratio"]): {t["task"]: t for t in s["per_task"]} for s in summary}
+    for ratio in sorted({s["ratio"] for s in summary}):
+        a, b = by.get((ours, ratio), {}), by.get((other, ratio), {})
+        for task in sorted(set(a) & set(b)):
+            res.append({"ratio": ratio, "task": task, "seeds": min(a[task]["seeds"], b[task]["seeds"]),
+                        ours: a[task]["retention"], other: b[task]["retention"],
+                        "difference_points": 100 * (a[task]["retention"] - b[task]["retention"]),
+                        "higher": a[task]["retention"] > b[task]["retention"]})
+    return res
+
+
+def merge(paths) -> dict:
+    """One report from several runs (e.g. separate device calls, or seeds): rows keep their seed."""
+    rows, args = [], []
+    model = None
+    for p in paths:
+        r = json.loads(Path(p).read_text())
+        model = model or r["model"]
+        if r["model"] != model:
+            raise SystemExit(f"{p} is a run of {r['model']}, not {model}: merge runs of one model")
+        args.append(r.get("args", {}))
+        for x in r["rows"]:
+            x.setdefault("seed", r.get("args", {}).get("seed", 0))
+            rows.append(x)
+    rep = {"model": model, "rows": rows, "errors": [], "merged_from": [str(p) for p in paths], "args": args}
+    return rep
 
 
 def markdown(rep) -> str:
     lines = [f"### {rep['model']}: compression at equal budgets", "",
-             "| task | ratio | method | teacher | int8 bundle | retention | total params (x fewer) | "
-             "non-embedding (x fewer) | bundle bytes | p50 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | ratio | method | seed | teacher | int8 bundle | retention | total params (x fewer) | "
+             "non-embedding (x fewer) | bundle bytes | p50 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
         p50 = f"{r['p50_ms']:.2f}" if r.get("p50_ms") else "-"
-        lines.append(f"| {r['task']} | {r['ratio']:g}x | {r['method']} | {r['teacher_accuracy']:.4f} | "
+        lines.append(f"| {r['task']} | {r['ratio']:g}x | {r['method']} | {r.get('seed', 0)} | {r['teacher_accuracy']:.4f} | "
                      f"{r['accuracy_bundle']:.4f} | {r['retention']:.1%} | {r['total']:,} ({r['total_ratio']:.1f}x) | "
                      f"{r['non_embedding']:,} ({r['non_embedding_ratio']:.1f}x) | {r['bundle_bytes']:,} | {p50} |")
     for e in rep.get("errors", []):
-        lines.append(f"| {e['task']} | {e['ratio']:g}x | {e['method']} | - | did not run: {e['error'][:90]} | | | | | |")
-    lines += ["", "| method | ratio | tasks | mean retention | mean total x fewer | mean non-embedding x fewer |",
-              "|---|---|---|---|---|---|"]
+        lines.append(f"| {e['task']} | {e['ratio']:g}x | {e['method']} | - | - | did not run: {e['error'][:90]} | | | | | |")
+    lines += ["", "| method | ratio | tasks | seeds | mean retention | mean total x fewer | mean non-embedding x fewer |",
+              "|---|---|---|---|---|---|---|"]
     for s in rep["summary"]:
-        lines.append(f"| {s['method']} | {s['ratio']:g}x | {s['tasks']} | {s['mean_retention']:.1%} | "
+        lines.append(f"| {s['method']} | {s['ratio']:g}x | {s['tasks']} | {s['seeds']} | {s['mean_retention']:.1%} | "
                      f"{s['mean_total_ratio']:.1f} | {s['mean_non_embedding_ratio']:.1f} |")
+    methods = {s["method"] for s in rep["summary"]}
+    ours = next((m for m in ("probscale-iter", "probscale") if m in methods), None)
+    for other in ("textpruner", "bottom"):
+        h2h = head_to_head(rep["summary"], ours, other) if ours and other in methods else []
+        if h2h:
+            lines += ["", f"| ratio | task | seeds | {ours} retention | {other} retention | difference (points) |",
+                      "|---|---|---|---|---|---|"]
+            for h in h2h:
+                lines.append(f"| {h['ratio']:g}x | {h['task']} | {h['seeds']} | {h[ours]:.2%} | {h[other]:.2%} | "
+                             f"{h['difference_points']:+.2f} |")
+            for ratio in sorted({h["ratio"] for h in h2h}):
+                hs = [h for h in h2h if h["ratio"] == ratio]
+                lines.append(f"\n{ours} higher than {other} at {ratio:g}x on {sum(h['higher'] for h in hs)} of {len(hs)} tasks.")
     return "\n".join(lines) + "\n"
 
 
@@ -247,6 +299,7 @@ def main(argv=None):
     ap.add_argument("--latency", action="store_true", help="measure the int8 bundles' p50 (needs the bundles here)")
     ap.add_argument("--latency-only", action="store_true", help="only (re)measure latency of the rows in --json")
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="combine finished runs (e.g. seeds) into --json")
     a = ap.parse_args(argv)
     tasks = a.task or ["rotten_tomatoes", "sms_spam", "trec6", "reuters_r8"]
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -270,25 +323,31 @@ def main(argv=None):
 
     def save():
         rep["summary"] = summarize(rep["rows"])
+        methods = {r["method"] for r in rep["rows"]}
+        ours = next((m for m in ("probscale-iter", "probscale") if m in methods), None)
+        rep["head_to_head"] = {o: head_to_head(rep["summary"], ours, o) for o in ("textpruner", "bottom")
+                               if ours and o in methods}
         json_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = json_path.with_suffix(".json.part")
         tmp.write_text(json.dumps(rep, indent=1, default=str))
         os.replace(tmp, json_path)
 
-    done = {(r["task"], r["ratio"], r["method"]) for r in rep["rows"]}
-    if not a.latency_only:
+    if a.merge:
+        rep = merge(a.merge)
+    done = {(r["task"], r["ratio"], r["method"], r.get("seed", 0)) for r in rep["rows"]}
+    if not (a.latency_only or a.merge):
         for task in tasks:
             for ratio in a.ratios:
-                ours = next((r for r in rep["rows"] if (r["task"], r["ratio"]) == (task, ratio)
+                ours = next((r for r in rep["rows"] if (r["task"], r["ratio"], r.get("seed", 0)) == (task, ratio, a.seed)
                              and r["method"].startswith("probscale")), None)
                 for method in methods:
-                    if (task, ratio, method) in done:
+                    if (task, ratio, method, a.seed) in done:
                         continue
                     out = Path(a.work) / f"{short}-{Path(task).stem}-{ratio:g}x-{method}"
                     _log(f"==== {a.model} {task} {ratio:g}x {method}")
                     try:
                         m, secs, extra = build_method(a, task, ratio, method, out, ours)
-                        row = _row(m, task, ratio, method, out, secs, extra)
+                        row = {**_row(m, task, ratio, method, out, secs, extra), "seed": a.seed}
                         rep["rows"].append(row)
                         if method.startswith("probscale") and ours is None:
                             ours = row

@@ -1,0 +1,225 @@
+"""Latency model: per-unit latencies measured on the target, for selection under ``--max-latency-ms``.
+
+A pruned encoder's batch-1 latency at a fixed sequence length is close to linear in what it keeps:
+
+    ms = base + layer_ms * layers + head_ms * (heads kept, all layers) + neuron_ms * (FFN neurons kept)
+
+``base`` is the embedding, the task head and the runtime's own work (tokenizing, post-processing);
+``layer_ms`` what a layer costs whatever its width (norms, residuals, kernel launches). The
+coefficients are fitted (non-negative least squares) to the int8 bundles of a handful of uniformly
+pruned copies of the model, each timed with the runtime's own benchmark, on this machine or on a
+device over SSH (``probscale-edge latency-table --ssh``). The table keeps every measured point with
+its prediction, so the fit's error is visible. Emulated (qemu) timings are refused: they are not
+ARM latencies.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from probscale_edge.errors import ProbscaleError
+
+TABLE_FORMAT = 1
+
+
+@dataclass
+class LatencyTable:
+    seq: int
+    threads: int
+    precision: str
+    target: str
+    base_ms: float
+    layer_ms: float
+    head_ms: float
+    neuron_ms: float
+    full: dict  # the unpruned shape: {"layers", "heads", "ffn"}
+    points: list = field(default_factory=list)  # [{"layers", "heads", "ffn", "p50_ms", "predicted_ms"}]
+    max_relative_error: float = 0.0
+    device: dict = field(default_factory=dict)
+    model: str = ""
+    format_version: int = TABLE_FORMAT
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LatencyTable":
+        need = ("seq", "threads", "base_ms", "layer_ms", "head_ms", "neuron_ms", "full")
+        missing = [k for k in need if k not in d]
+        if missing:
+            raise ProbscaleError(f"latency table lacks {', '.join(missing)}",
+                                 "write it with `probscale-edge latency-table -o FILE`")
+        if d.get("format_version", TABLE_FORMAT) > TABLE_FORMAT:
+            raise ProbscaleError("latency table is from a newer probscale-edge", "upgrade probscale-edge")
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    @classmethod
+    def load(cls, path) -> "LatencyTable":
+        p = Path(path)
+        try:
+            return cls.from_dict(json.loads(p.read_text()))
+        except FileNotFoundError:
+            raise ProbscaleError(f"latency table {p} does not exist", "write it with `probscale-edge latency-table -o FILE`")
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+            raise ProbscaleError(f"latency table {p} is not valid JSON ({e})", "write it again with `probscale-edge latency-table`")
+
+    def cost_model(self) -> dict:
+        return {"layer": self.layer_ms, "head": self.head_ms, "neuron": self.neuron_ms}
+
+    def predict(self, layer_shapes) -> float:
+        """Predicted ms for a list of {"heads", "ffn"} (one per kept layer)."""
+        return float(self.base_ms + sum(self.layer_ms + self.head_ms * s["heads"] + self.neuron_ms * s["ffn"]
+                                        for s in layer_shapes))
+
+    def fastest(self, min_heads: int = 1, min_neurons: int = 16) -> float:
+        return self.predict([{"heads": min_heads, "ffn": min_neurons}])
+
+    def uniform_fraction(self, max_ms: float) -> float:
+        """The fraction of every layer's heads and neurons that meets ``max_ms`` with every layer kept
+        (the parameter budget the layer search starts from)."""
+        L, H, F = self.full["layers"], self.full["heads"], self.full["ffn"]
+        width = L * (self.head_ms * H + self.neuron_ms * F)
+        left = max_ms - self.base_ms - L * self.layer_ms
+        return float(min(1.0, max(0.0, left / width))) if width > 0 else 1.0
+
+
+def design_points(layers: int, heads: int, ffn: int) -> list[tuple[int, int, int]]:
+    """Uniform shapes (layers, heads per layer, neurons per layer) that separate the four coefficients."""
+    pts = [(layers, heads, ffn), (layers, max(1, heads // 2), ffn), (layers, heads, max(16, ffn // 4)),
+           (layers, 1, 16), (max(1, layers // 2), heads, ffn), (1, heads, ffn),
+           (max(1, layers // 2), max(1, heads // 4), max(16, ffn // 2))]
+    out = []
+    for p in pts:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def fit(points) -> dict:
+    """Non-negative least squares of ms on [1, layers, total heads, total neurons]."""
+    from scipy.optimize import nnls
+
+    X = np.array([[1.0, p["layers"], p["layers"] * p["heads"], p["layers"] * p["ffn"]] for p in points])
+    y = np.array([p["p50_ms"] for p in points])
+    scale = X.max(0)
+    scale[scale == 0] = 1
+    coef, _ = nnls(X / scale, y)
+    coef = coef / scale
+    pred = X @ coef
+    return {"base_ms": float(coef[0]), "layer_ms": float(coef[1]), "head_ms": float(coef[2]),
+            "neuron_ms": float(coef[3]), "predicted": [float(v) for v in pred],
+            "max_relative_error": float(np.max(np.abs(pred - y) / np.maximum(y, 1e-9)))}
+
+
+def _point_bundle(folder: Path, onnx_path: Path, tokenizer, names, seq: int, precision: str, target: str) -> Path:
+    """A minimal bundle (model, tokenizer, manifest with checksums) that the runtime's benchmark runs."""
+    from probscale_edge.runtime.bundle import file_entries
+
+    folder.mkdir(parents=True)
+    shutil.copyfile(onnx_path, folder / "model.onnx")
+    tok_dir = folder.parent / f".{folder.name}-tok"
+    tokenizer.save_pretrained(str(tok_dir))
+    shutil.copyfile(tok_dir / "tokenizer.json", folder / "tokenizer.json")
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    (folder / "labels.json").write_text(json.dumps(["0", "1"]))
+    manifest = {"format_version": 1, "created_by": "probscale-edge latency-table", "target": target,
+                "labels": ["0", "1"],
+                "model": {"file": "model.onnx", "format": "onnx", "precision": precision, "inputs": list(names),
+                          "outputs": ["logits"]},
+                "tokenizer": {"file": "tokenizer.json", "max_length": seq, "pad_id": int(tokenizer.pad_token_id or 0)}}
+    manifest["files"] = file_entries(folder, ["model.onnx", "tokenizer.json", "labels.json"])
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return folder
+
+
+def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, threads: int = 1, runs: int = 50,
+                  precision: str = "int8", ssh: str | None = None, profile_kwargs: dict | None = None,
+                  model_name: str = "", log=None, progress=None) -> LatencyTable:
+    """Time the int8 (or fp32) bundles of uniformly pruned copies of ``model`` and fit the latency model.
+
+    ``ssh``: ``user@host`` to time them on that device (through :func:`probscale_edge.profile.run_profile`);
+    default: this machine, with the same benchmark code."""
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.converters.quantize import PRESETS, check_target, quantize_dynamic_int8
+    from probscale_edge.prune import SubnetworkSpec, apply_spec
+    from probscale_edge.runtime.bench import BenchConfig, bench_bundle
+
+    log = log or (lambda *_: None)
+    check_target(target)
+    if precision not in ("int8", "fp32"):
+        raise ProbscaleError(f"unknown precision {precision!r}", "use int8 or fp32")
+    a = model.adapter
+    shape = a.layer_shape(model.encoder, a.layers(model.encoder)[0])
+    L, H, F = len(a.layers(model.encoder)), shape["heads"], shape["ffn"]
+    pts = design_points(L, H, F)
+    if not a.supports_head_pruning:  # heads stay whole: only layers and neurons vary
+        pts = list(dict.fromkeys((nl, H, nf) for nl, _, nf in pts))
+    bench_kw = {"warmup_runs": 10, "num_runs": runs, "threads": threads, "sequence_length": seq, "batch_size": 1}
+    device = {}
+    measured = []
+    with tempfile.TemporaryDirectory(prefix="probscale-latency-") as tmp:
+        tmp = Path(tmp)
+        for i, (nl, nh, nf) in enumerate(pts):
+            heads = {str(li): list(range(nh)) for li in range(nl)} if (nh < H and a.supports_head_pruning) else {}
+            ffn = {str(li): list(range(nf)) for li in range(nl)} if nf < F else {}
+            m = apply_spec(model, SubnetworkSpec(list(range(nl)), heads, ffn)).eval()
+            fp32 = tmp / f"p{i}_fp32.onnx"
+            names = export_onnx(m, tokenizer, fp32, ExportConfig(max_length=seq))["inputs"]
+            path = fp32
+            if precision == "int8":
+                path = tmp / f"p{i}_int8.onnx"
+                quantize_dynamic_int8(fp32, path, PRESETS[target])
+            b = _point_bundle(tmp / f"point{i}", path, tokenizer, names, seq, precision, target)
+            if ssh:
+                from probscale_edge.profile import run_profile
+
+                res = run_profile(b, ssh=ssh, bench_kwargs=bench_kw, log=None, **(profile_kwargs or {}))
+                if res.get("latency_is_emulated"):
+                    raise ProbscaleError("the device ran the runtime under emulation: its timings are not ARM latencies",
+                                         "measure on the real device, or on this machine without --ssh")
+                device = res.get("device", {})
+            else:
+                res = bench_bundle(b, BenchConfig(**bench_kw))
+                device = {"transport": "local", "machine": platform.machine(), "processor": _cpu_name()}
+            ms = float(res["latency"]["p50_ms"])
+            measured.append({"layers": nl, "heads": nh, "ffn": nf, "p50_ms": ms,
+                             "session_p50_ms": float(res["session_latency"]["p50_ms"])})
+            log(f"  {nl} layers x {nh} heads x {nf} neurons: p50 {ms:.2f} ms")
+            if progress:
+                progress(1)
+    f = fit(measured)
+    for p, pr in zip(measured, f["predicted"]):
+        p["predicted_ms"] = pr
+    return LatencyTable(seq=seq, threads=threads, precision=precision, target=target, base_ms=f["base_ms"],
+                        layer_ms=f["layer_ms"], head_ms=f["head_ms"], neuron_ms=f["neuron_ms"],
+                        full={"layers": L, "heads": H, "ffn": F}, points=measured,
+                        max_relative_error=f["max_relative_error"], device=device, model=model_name)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def check_table(table: LatencyTable, model, max_length: int, log=None) -> None:
+    """The table must describe this model's shape; a different sequence length is a warning."""
+    a = model.adapter
+    shape = a.layer_shape(model.encoder, a.layers(model.encoder)[0])
+    full = {"layers": len(a.layers(model.encoder)), "heads": shape["heads"], "ffn": shape["ffn"]}
+    if table.full != full:
+        raise ProbscaleError(f"the latency table was measured for a model shaped {table.full}, not {full}",
+                             "measure a table for this model: probscale-edge latency-table --model ...")
+    if table.seq != max_length and log:
+        log(f"  note: the latency table was measured at sequence length {table.seq}, the bundle's is {max_length}")
