@@ -213,3 +213,19 @@ def test_profile_over_adb_shim(bundle, tmp_path, monkeypatch):
                       bench_kwargs=FAST, log=None)
     assert res["schema"] == "probscale-edge.bench/1" and res["latency"]["p50_ms"] > 0
     assert res["device"]["transport"] == "adb" and res["device"]["target"] == "shim-serial"
+
+
+def test_latency_table_over_real_sshd(sshd, tiny_bert):
+    """`latency-table --ssh`: every shape is pushed as a bundle and timed by the runtime on the device."""
+    from probscale_edge.latency import design_points, measure_table
+    from probscale_edge.modeling import EncoderClassifier, load_encoder
+
+    enc, tok, _ = load_encoder(str(tiny_bert))
+    model = EncoderClassifier(enc, 2).eval()
+    t = measure_table(model, tok, target="x86_64", seq=32, runs=3, ssh="root@127.0.0.1",
+                      profile_kwargs=dict(port=sshd.port, identity=sshd.client_key, ssh_options=SSH_OPTS,
+                                          remote_python=sys.executable))
+    assert t.device["transport"] == "ssh" and t.device["emulated"] is False
+    assert len(t.points) == len(design_points(4, 4, 64))
+    assert all(p["p50_ms"] > 0 for p in t.points)
+    assert min(t.base_ms, t.layer_ms, t.head_ms, t.neuron_ms) >= 0
