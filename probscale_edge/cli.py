@@ -610,7 +610,7 @@ def quantize(onnx_path, target, output):
 @main.command()
 @click.option("--clear", is_flag=True, help="Delete the cache folder.")
 def cache(clear):
-    """Show (or clear) the cache of downloaded assets and fine-tuned teachers."""
+    """Show (or clear) the cache: downloaded assets, fine-tuned teachers, probe features, finished stages."""
     import shutil
 
     from probscale_edge.assets import cache_dir

@@ -398,7 +398,11 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     else:
         log("probing every layer ...")
         with dist.collective():
-            report = probe_layers(teacher, tokenizer, tasks, weights, pcfg)
+            report = probe_layers(teacher, tokenizer, tasks, weights, pcfg,
+                                  cache=cache_dir() / "features" if cfg.use_cache else None, model_key=teacher_key)
+        hits = sum(t.get("features_cached", False) for t in report.tasks)
+        if hits:
+            log(f"  [cache] layer features of {hits} of {len(report.tasks)} task(s) (content hash)")
         if dist.is_main():
             ck.save_json(probe_key, report.to_dict())
     stages["probe"] = {**report.to_dict(), "seconds": round(time.time() - t0, 1), "resumed": bool(cached)}

@@ -102,16 +102,66 @@ def probe_sample(task, cfg: ProbeConfig):
     return s.texts, s.pairs, s.labels
 
 
-def probe_layers(model, tokenizer, tasks, weights, cfg: ProbeConfig | None = None, progress=None) -> ProbeReport:
-    """Probe every hidden state of ``model`` for every task; weights are normalised to sum to 1."""
+def features_key(model_key: str, texts, pairs, cfg: ProbeConfig) -> str:
+    """Content hash of what the features depend on: the model, the exact texts, pooling and length."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    h.update(json.dumps(["features-v1", model_key, cfg.pooling, cfg.max_length]).encode())
+    for i, t in enumerate(texts):
+        h.update(str(t).encode("utf-8", "surrogatepass") + b"\x00")
+        if pairs:
+            h.update(str(pairs[i]).encode("utf-8", "surrogatepass") + b"\x00")
+        h.update(b"\x01")
+    return h.hexdigest()[:32]
+
+
+def cached_features(model, tokenizer, texts, pairs, cfg: ProbeConfig, cache=None, model_key: str | None = None,
+                    progress=None):
+    """:func:`extract_features`, stored under ``cache`` by content hash (``model_key`` names the model's
+    weights): a repeat build on the same model and texts skips extraction. -> (features, from_cache)."""
+    import os
+    from pathlib import Path
+
+    if cache is None or model_key is None:
+        return extract_features(model, tokenizer, texts, pairs, cfg, progress=progress), False
+    path = Path(cache) / f"{features_key(model_key, texts, pairs, cfg)}.npy"
+    if path.exists():
+        try:
+            feats = np.load(path, allow_pickle=False)
+            if feats.ndim == 3 and feats.shape[1] == len(texts):
+                return feats, True
+        except (OSError, ValueError):
+            pass  # a damaged entry is recomputed and replaced
+    feats = extract_features(model, tokenizer, texts, pairs, cfg, progress=progress)
+    from probscale_edge import distributed as dist
+
+    if dist.is_main():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+            np.save(tmp, feats)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a full or read-only cache only costs the next build the extraction
+    return feats, False
+
+
+def probe_layers(model, tokenizer, tasks, weights, cfg: ProbeConfig | None = None, progress=None, cache=None,
+                 model_key: str | None = None) -> ProbeReport:
+    """Probe every hidden state of ``model`` for every task; weights are normalised to sum to 1.
+
+    With ``cache`` and ``model_key``, pooled features are cached by content hash (see :func:`cached_features`)."""
     cfg = cfg or ProbeConfig()
     wsum = float(sum(weights))
     out, weighted = [], None
     for task, w in zip(tasks, weights):
         texts, pairs, labels = probe_sample(task, cfg)
-        feats = extract_features(model, tokenizer, texts, pairs, cfg, progress=progress)
+        feats, hit = cached_features(model, tokenizer, texts, pairs, cfg, cache, model_key, progress)
         accs = [probe_accuracy(f, labels, cfg.folds, cfg.seed) for f in feats]
-        out.append({"name": task.name, "weight": w / wsum, "layer_accuracy": accs, "examples": len(texts)})
+        out.append({"name": task.name, "weight": w / wsum, "layer_accuracy": accs, "examples": len(texts),
+                    "features_cached": hit})
         arr = np.asarray(accs) * (w / wsum)
         weighted = arr if weighted is None else weighted + arr
     return ProbeReport(out, [float(x) for x in weighted], asdict(cfg))
