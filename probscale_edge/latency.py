@@ -19,6 +19,7 @@ import json
 import platform
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 from probscale_edge.errors import ProbscaleError
 
 TABLE_FORMAT = 1
+NOISY_FIT = 0.15  # a fit this far from a measured point means a noisy measurement
 
 
 @dataclass
@@ -141,7 +143,7 @@ def _point_bundle(folder: Path, onnx_path: Path, tokenizer, names, seq: int, pre
 
 def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, threads: int = 1, runs: int = 50,
                   precision: str = "int8", ssh: str | None = None, profile_kwargs: dict | None = None,
-                  model_name: str = "", log=None, progress=None) -> LatencyTable:
+                  model_name: str = "", log=None, progress=None, passes: int = 3) -> LatencyTable:
     """Time the int8 (or fp32) bundles of uniformly pruned copies of ``model`` and fit the latency model.
 
     ``ssh``: ``user@host`` to time them on that device (through :func:`probscale_edge.profile.run_profile`);
@@ -149,7 +151,6 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
     from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
     from probscale_edge.converters.quantize import PRESETS, check_target, quantize_dynamic_int8
     from probscale_edge.prune import SubnetworkSpec, apply_spec
-    from probscale_edge.runtime.bench import BenchConfig, bench_bundle
 
     log = log or (lambda *_: None)
     check_target(target)
@@ -161,11 +162,12 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
     pts = design_points(L, H, F)
     if not a.supports_head_pruning:  # heads stay whole: only layers and neurons vary
         pts = list(dict.fromkeys((nl, H, nf) for nl, _, nf in pts))
-    bench_kw = {"warmup_runs": 10, "num_runs": runs, "threads": threads, "sequence_length": seq, "batch_size": 1}
+    bench_kw = {"warmup_runs": 10, "num_runs": max(1, runs // passes), "threads": threads, "sequence_length": seq,
+                "batch_size": 1}
     device = {}
-    measured = []
     with tempfile.TemporaryDirectory(prefix="probscale-latency-") as tmp:
         tmp = Path(tmp)
+        bundles = []
         for i, (nl, nh, nf) in enumerate(pts):
             heads = {str(li): list(range(nh)) for li in range(nl)} if (nh < H and a.supports_head_pruning) else {}
             ffn = {str(li): list(range(nf)) for li in range(nl)} if nf < F else {}
@@ -176,31 +178,67 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
             if precision == "int8":
                 path = tmp / f"p{i}_int8.onnx"
                 quantize_dynamic_int8(fp32, path, PRESETS[target])
-            b = _point_bundle(tmp / f"point{i}", path, tokenizer, names, seq, precision, target)
-            if ssh:
-                from probscale_edge.profile import run_profile
-
-                res = run_profile(b, ssh=ssh, bench_kwargs=bench_kw, log=None, **(profile_kwargs or {}))
-                if res.get("latency_is_emulated"):
-                    raise ProbscaleError("the device ran the runtime under emulation: its timings are not ARM latencies",
-                                         "measure on the real device, or on this machine without --ssh")
-                device = res.get("device", {})
-            else:
-                res = bench_bundle(b, BenchConfig(**bench_kw))
-                device = {"transport": "local", "machine": platform.machine(), "processor": _cpu_name()}
-            ms = float(res["latency"]["p50_ms"])
-            measured.append({"layers": nl, "heads": nh, "ffn": nf, "p50_ms": ms,
-                             "session_p50_ms": float(res["session_latency"]["p50_ms"])})
-            log(f"  {nl} layers x {nh} heads x {nf} neurons: p50 {ms:.2f} ms")
+            bundles.append(_point_bundle(tmp / f"point{i}", path, tokenizer, names, seq, precision, target))
             if progress:
                 progress(1)
+        if ssh:  # each pass times every shape once more, so a busy moment on the device hits one pass, not one shape
+            from probscale_edge.profile import run_profile
+
+            p50 = [[] for _ in pts]
+            sess = [[] for _ in pts]
+            for _ in range(passes):
+                for i, b in enumerate(bundles):
+                    res = run_profile(b, ssh=ssh, bench_kwargs=bench_kw, log=None, **(profile_kwargs or {}))
+                    if res.get("latency_is_emulated"):
+                        raise ProbscaleError("the device ran the runtime under emulation: its timings are not ARM "
+                                             "latencies", "measure on the real device, or on this machine without --ssh")
+                    device = res.get("device", {})
+                    p50[i].append(float(res["latency"]["p50_ms"]))
+                    sess[i].append(float(res["session_latency"]["p50_ms"]))
+            p50 = [float(np.median(v)) for v in p50]
+            sess = [float(np.median(v)) for v in sess]
+        else:  # round-robin in one process: machine noise hits every shape alike
+            p50, sess = _round_robin(bundles, seq, threads, runs)
+            device = {"transport": "local", "machine": platform.machine(), "processor": _cpu_name()}
+    measured = []
+    for (nl, nh, nf), ms, ss in zip(pts, p50, sess):
+        measured.append({"layers": nl, "heads": nh, "ffn": nf, "p50_ms": ms, "session_p50_ms": ss})
+        log(f"  {nl} layers x {nh} heads x {nf} neurons: p50 {ms:.2f} ms")
     f = fit(measured)
     for p, pr in zip(measured, f["predicted"]):
         p["predicted_ms"] = pr
-    return LatencyTable(seq=seq, threads=threads, precision=precision, target=target, base_ms=f["base_ms"],
+    table = LatencyTable(seq=seq, threads=threads, precision=precision, target=target, base_ms=f["base_ms"],
                         layer_ms=f["layer_ms"], head_ms=f["head_ms"], neuron_ms=f["neuron_ms"],
                         full={"layers": L, "heads": H, "ffn": F}, points=measured,
                         max_relative_error=f["max_relative_error"], device=device, model=model_name)
+    if table.max_relative_error > NOISY_FIT:
+        log(f"  warning: the linear fit misses a measured shape by {table.max_relative_error:.0%}; the machine was "
+            "probably busy. Measure again with nothing else running (the table keeps every point).")
+    return table
+
+
+def _round_robin(bundles, seq: int, threads: int, runs: int):
+    """p50 end-to-end and session ms of every bundle, timed in turn, one predict() each per round."""
+    from probscale_edge.runtime.predictor import Predictor
+
+    preds = []
+    for b in bundles:
+        p = Predictor(b, threads=threads)
+        p.fixed_length = seq
+        text = " ".join(["the film is long and the cast is good"] * seq)  # cut to seq tokens
+        for _ in range(10):
+            p.predict([text])
+        preds.append((p, text))
+    e2e = [[] for _ in bundles]
+    sess = [[] for _ in bundles]
+    for _ in range(runs):
+        for i, (p, text) in enumerate(preds):
+            tm = {}
+            t = time.perf_counter()
+            p.predict([text], timings=tm)
+            e2e[i].append((time.perf_counter() - t) * 1000)
+            sess[i].append(tm["session_s"] * 1000)
+    return [float(np.median(v)) for v in e2e], [float(np.median(v)) for v in sess]
 
 
 def _cpu_name() -> str:

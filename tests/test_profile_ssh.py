@@ -222,7 +222,7 @@ def test_latency_table_over_real_sshd(sshd, tiny_bert):
 
     enc, tok, _ = load_encoder(str(tiny_bert))
     model = EncoderClassifier(enc, 2).eval()
-    t = measure_table(model, tok, target="x86_64", seq=32, runs=3, ssh="root@127.0.0.1",
+    t = measure_table(model, tok, target="x86_64", seq=32, runs=3, passes=1, ssh="root@127.0.0.1",
                       profile_kwargs=dict(port=sshd.port, identity=sshd.client_key, ssh_options=SSH_OPTS,
                                           remote_python=sys.executable))
     assert t.device["transport"] == "ssh" and t.device["emulated"] is False
