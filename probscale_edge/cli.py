@@ -182,6 +182,8 @@ def main():
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
               help="int8 accuracy gate, in points; falls back step by step, down to fp32.")
 @click.option("--precision", default="int8", show_default=True, help="int8 | fp32")
+@click.option("--tflite", is_flag=True, help="Also ship model.tflite (LiteRT int8, dynamic_wi8_afp32, sequence 128), "
+              "checked by the same accuracy gate (needs scripts/install-tflite.sh).")
 @click.option("--quant-mode", default="dynamic", show_default=True,
               help="dynamic | static (QDQ, activation ranges calibrated on the task's training text)")
 @click.option("--max-eval", type=int, default=None, help="Cap on eval examples (stratified).")
@@ -195,7 +197,7 @@ def main():
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
           strategy, granularity, layer_budget, layer_factor, prune_iterations, max_latency_ms, latency_table, spec_path, trim_vocab, embedding_rank, compression, recover_mode, epochs,
           student_epochs, dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
-          precision, quant_mode, max_eval, seed, output, force,
+          precision, tflite, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
     if target not in TARGETS:
@@ -224,7 +226,7 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
                       use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, embedding_rank=embedding_rank,
                       compression=compression, spec=spec, probe=ProbeConfig(pooling=pooling),
-                      max_latency_ms=max_latency_ms, latency_table=latency_table,
+                      max_latency_ms=max_latency_ms, latency_table=latency_table, tflite=tflite,
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget, layer_factor=layer_factor,
                                           prune_iterations=prune_iterations),

@@ -59,6 +59,7 @@ class BuildConfig:
     embedding_rank: int | None = None  # low-rank (SVD) factorized word embedding, see probscale_edge.embedding
     compression: float | None = None  # total-parameter ratio to reach (e.g. 5 = 5x fewer); sets the budget
     spec: dict | None = None  # a SubnetworkSpec (as a dict) to cut instead of selecting one
+    tflite: bool = False  # also ship model.tflite (LiteRT, int8 dynamic_wi8_afp32), accuracy-gated
     max_latency_ms: float | None = None  # latency budget (batch 1, the table's sequence length and threads)
     latency_table: str | None = None  # LatencyTable JSON measured on the target (default: measured here)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -213,6 +214,65 @@ def torch_latency_ms(model, tokenizer, text, runs=50, warmup=5) -> float:
     return float(np.median(ts))
 
 
+def tflite_converter_python() -> str:
+    """The interpreter that has the TFLite converter (litert-torch): this one, $PROBSCALE_EDGE_TFLITE_PYTHON, or
+    the repository's .venv-tflite (scripts/install-tflite.sh keeps it out of the main environment)."""
+    import importlib.util
+
+    env = os.environ.get("PROBSCALE_EDGE_TFLITE_PYTHON")
+    if env:
+        if not Path(env).exists():
+            raise ProbscaleError(f"PROBSCALE_EDGE_TFLITE_PYTHON={env} does not exist", "point it at .venv-tflite/bin/python")
+        return env
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        raise ProbscaleError("--tflite needs the LiteRT interpreter to check the model", "pip install ai-edge-litert "
+                             "(or bash scripts/install-tflite.sh)")
+    if importlib.util.find_spec("litert_torch") and importlib.util.find_spec("ai_edge_quantizer"):
+        return sys.executable
+    venv = Path(__file__).resolve().parents[1] / ".venv-tflite" / "bin" / "python"
+    if venv.exists():
+        return str(venv)
+    raise ProbscaleError("--tflite needs the TFLite converter (litert-torch), which is not installed",
+                         "run bash scripts/install-tflite.sh, or set PROBSCALE_EDGE_TFLITE_PYTHON")
+
+
+def _tflite_stage(py, student, stok, work, task, cfg, onnx_fp32_acc, rt_tok, log) -> dict:
+    """Convert the recovered student to TFLite int8 (dynamic_wi8_afp32) in the converter's interpreter, then
+    measure it with the runtime's LiteRT backend on the eval split; kept only within the accuracy gate."""
+    import subprocess
+
+    from probscale_edge.modeling import save_classifier
+    from probscale_edge.runtime.predictor import Predictor
+
+    t0 = time.time()
+    src = work / "tflite_src"
+    save_classifier(student, stok, src, task.label_names)
+    texts = work / "tflite_parity.txt"
+    texts.write_text("\n".join(t.replace("\n", " ") for t in task.eval.texts[:256] if t.strip()), encoding="utf-8")
+    out = work / "model.tflite"
+    cmd = [py, "-m", "probscale_edge.converters.tflite", str(src), str(out), "--quantize", "dynamic_wi8_afp32",
+           "--seq-len", str(cfg.max_length), "--parity-texts", str(texts), "--json", str(work / "tflite.json")]
+    log("converting to TFLite (litert-torch, int8 dynamic_wi8_afp32) ...")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        log(f"[FAIL] TFLite conversion: {tail[0][:200]}")
+        return {"included": False, "reason": f"conversion failed: {tail[0][:300]}", "seconds": round(time.time() - t0, 1)}
+    rep = json.loads((work / "tflite.json").read_text())
+    p = Predictor.from_files(out, rt_tok / "tokenizer.json", task.label_names, cfg.max_length, int(stok.pad_token_id or 0))
+    acc = p.accuracy(task.eval.texts, task.eval.labels, task.eval.pairs)
+    drop = 100 * (onnx_fp32_acc - acc)
+    ok = drop <= cfg.quantize.get("max_accuracy_drop", 1.0) and rep.get("fp32", {}).get("parity_pass", False)
+    log(f"[{'PASS' if ok else 'FAIL'}] TFLite int8: accuracy {acc:.4f} vs ONNX fp32 {onnx_fp32_acc:.4f} "
+        f"(drop {drop:+.2f} points), fp32 parity {rep['fp32']['parity_max_abs']:.1e}, {out.stat().st_size:,} bytes")
+    return {"included": bool(ok), "file": "model.tflite", "precision": "int8", "recipe": "dynamic_wi8_afp32",
+            "sequence_length": cfg.max_length, "accuracy": acc, "drop_points": drop, "bytes": out.stat().st_size,
+            "fp32_parity_max_abs": rep["fp32"]["parity_max_abs"], "int8_max_abs_vs_torch": rep["int8"]["max_abs_vs_torch"],
+            "argmax_agreement_vs_torch": rep["int8"]["argmax_agreement_vs_torch"], "converter": rep.get("tool_versions"),
+            "seconds": round(time.time() - t0, 1),
+            **({} if ok else {"reason": "outside the accuracy gate (--max-accuracy-drop) or fp32 parity failed"})}
+
+
 def budget_for_compression(cfg: BuildConfig, model, tokenizer, task) -> float:
     """The fraction of the encoder's layer parameters that leaves the student ``cfg.compression`` times
     smaller in total parameters than ``model``, given the embedding it will have (trimmed vocabulary,
@@ -266,6 +326,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
             from probscale_edge.latency import LatencyTable
 
             table = LatencyTable.load(cfg.latency_table)
+    tflite_py = tflite_converter_python() if cfg.tflite else None
     out = Path(cfg.output) if cfg.output else default_output(cfg)
     check_output(out, cfg.force)
     from probscale_edge.modeling import resolve_model, check_model_folder
@@ -599,6 +660,9 @@ def build(cfg: BuildConfig, log=_log) -> dict:
             log(f"[{'PASS' if stages['mobile']['matches_onnx'] else 'FAIL'}] ORT mobile format (.ort): "
                 f"accuracy {ort_acc:.4f}")
 
+        if cfg.tflite:  # ---- LiteRT (TFLite) alongside, same gate
+            stages["tflite"] = _tflite_stage(tflite_py, student, stok, work, task, cfg, onnx_fp32_acc, rt_tok, log)
+
         # ---- bundle (staged, then renamed into place)
         fault("bundle")
         manifest = _write_bundle(work, out, cfg, task, stok, src, selection, stages, full_counts, pruned_counts,
@@ -649,6 +713,8 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
         shutil.copyfile(work / "mobile" / "required_operators.config", stage / "required_operators.config")
         if cfg.target == "android":
             model_file = "model.ort"
+    if (stages.get("tflite") or {}).get("included"):
+        shutil.copyfile(work / "model.tflite", stage / "model.tflite")
     tok_dir = work / "tok"
     tokenizer.save_pretrained(str(tok_dir))
     shutil.copyfile(tok_dir / "tokenizer.json", stage / "tokenizer.json")
@@ -693,10 +759,11 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
         "quantization": {k: v for k, v in q.items() if k not in ("excluded_nodes",)} | {
             "excluded_nodes": q.get("excluded_nodes", [])},
         "mobile": stages.get("mobile"),
+        "tflite": stages.get("tflite"),
         "sizes": {"full_fp32_weights_bytes": full_bytes, "pruned_onnx_fp32_bytes": fp32_bytes,
                   "bundle_model_bytes": (stage / model_file).stat().st_size},
         "stages": {k: {kk: vv for kk, vv in v.items() if kk not in ("tasks",)} if isinstance(v, dict) else v
-                   for k, v in stages.items() if k not in ("quantize", "mobile", "vocab")},
+                   for k, v in stages.items() if k not in ("quantize", "mobile", "vocab", "tflite")},
         "build_config": asdict(cfg),
         "tool_versions": _versions(),
         "build_seconds": None,

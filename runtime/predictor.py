@@ -108,10 +108,16 @@ class Predictor:
             verify_bundle(self.path, self.manifest)
         m = self.manifest["model"]
         tk = self.manifest["tokenizer"]
+        fixed = m.get("fixed_sequence_length")
+        tfl = self.manifest.get("tflite") or {}
+        if backend == "litert" and model_file is None and not str(m["file"]).endswith(".tflite"):
+            if not tfl.get("included"):
+                raise ProbscaleError(f"bundle {self.path} has no TFLite model", "rebuild it with `probscale-edge build "
+                                     "--tflite`, or use --backend onnxruntime")
+            model_file, fixed = tfl["file"], tfl.get("sequence_length")  # the bundle's LiteRT model
         self.model_file = model_file or m["file"]
         self._setup(self.path / self.model_file, self.path / tk["file"], list(self.manifest["labels"]),
-                    int(tk["max_length"]), int(tk.get("pad_id", 0)), backend, threads,
-                    m.get("fixed_sequence_length"))
+                    int(tk["max_length"]), int(tk.get("pad_id", 0)), backend, threads, fixed)
         self.input_names = list(m.get("inputs", self.backend.inputs))
         self.init_seconds = time.perf_counter() - t0
 

@@ -252,3 +252,12 @@ def test_latency_budget_errors_leave_nothing(out, tmp_path, tiny_bert, toy_csv):
                 "--max-latency-ms", "1.0", "--latency-table", str(tmp_path / "table.json"),
                 "-o", str(out))
     assert_clean_failure(p, out, "below the fastest subnetwork")
+
+
+def test_tflite_without_the_converter_is_refused_before_any_work(out, tmp_path):
+    import os
+
+    env = dict(os.environ, PROBSCALE_EDGE_TFLITE_PYTHON=str(tmp_path / "no-python"))
+    p = subprocess.run([sys.executable, "-m", "probscale_edge", "build", "--tflite", "-o", str(out)],
+                       capture_output=True, text=True, env=env)
+    assert_clean_failure(p, out, "PROBSCALE_EDGE_TFLITE_PYTHON")

@@ -56,7 +56,7 @@ def worker(kind: str, path: str, tokenizer: str, seq: int, threads: int, runs: i
         from probscale_edge.runtime.predictor import Predictor
 
         if Path(path).is_dir():
-            p = Predictor(path, threads=threads)
+            p = Predictor(path, threads=threads, backend="litert" if kind == "litert" else None)
         else:
             p = Predictor.from_files(path, tokenizer, ["0", "1"], 128, 0, threads=threads)
         if not p.fixed_length:
@@ -80,7 +80,8 @@ def worker(kind: str, path: str, tokenizer: str, seq: int, threads: int, runs: i
         # each predict() call is split into its three phases (Predictor timings), so the session time is
         # the one right after tokenizing, in the same call: no second, cache-warm session run to subtract
         text = TEXT
-        p.fixed_length = None
+        if p.backend_name == "onnxruntime":  # a TFLite graph has a fixed length: its overhead is at that length
+            p.fixed_length = None
         for _ in range(10):
             p.predict([text])
         pre, sess, post, total = [], [], [], []
@@ -187,6 +188,14 @@ def main():
                                                     f"{m['model']['precision']})",
                          "accuracy": acc, "bytes": m["sizes"]["bundle_model_bytes"], "params_total": pc["total"],
                          "params_non_embedding": pc["non_embedding"], **measure("ort", b, None, a)})
+            if (m.get("tflite") or {}).get("included"):  # the same bundle's LiteRT model
+                print(f"(d{i + 1}t) {b} (TFLite) ...", file=sys.stderr, flush=True)
+                pt = Predictor(b, backend="litert")
+                acc = float((pt.logits(ev.texts, ev.pairs).argmax(-1) == labels).mean())
+                rows.append({"id": f"d{i + 1}t", "name": f"bundle {Path(b).name} (tflite {m['tflite']['precision']}, "
+                                                         f"LiteRT)", "accuracy": acc, "bytes": m["tflite"]["bytes"],
+                             "params_total": pc["total"], "params_non_embedding": pc["non_embedding"],
+                             **measure("litert", b, None, a)})
     a_row = rows[0]
     c_row = next(r for r in rows if r["id"] == "c")
     for r in rows:

@@ -2,8 +2,8 @@
 
 For one model and task: a latency table measured on this machine (`probscale-edge latency-table`),
 then one build per budget (same teacher, probes and recipe; only --max-latency-ms differs), then
-every bundle timed round-robin in one process (batch 1, sequence --seq, 1 thread), so machine noise
-hits all alike. Per budget: predicted ms, measured p50/p90, measured/predicted, and the bundle's
+every bundle timed in blocks, pass after pass (batch 1, sequence --seq, 1 thread), so machine noise
+hits all alike. Per budget: predicted ms, measured p50, measured/predicted, and the bundle's
 accuracy on the whole eval split. Writes JSON and a markdown table.
 
     python benchmarks/latency_budget/run.py --task sms_spam --budgets 4 6 9 \
@@ -18,8 +18,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 
 def _log(m):
@@ -41,7 +39,6 @@ def main(argv=None):
     a = ap.parse_args(argv)
 
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-    from probscale_edge.runtime.predictor import Predictor
     from probscale_edge.select import SelectConfig
 
     out = Path(a.json)
@@ -54,7 +51,7 @@ def main(argv=None):
 
         enc, tok, _ = load_encoder(a.model)
         _log("measuring the latency table ...")
-        t = measure_table(EncoderClassifier(enc, 2).eval(), tok, target=a.target, seq=a.seq, threads=1, runs=100,
+        t = measure_table(EncoderClassifier(enc, 2).eval(), tok, target=a.target, seq=a.seq, threads=1, runs=200,
                           model_name=a.model, log=_log)
         write_json(t.to_dict(), table_path)
     table = json.loads(table_path.read_text())
@@ -75,24 +72,13 @@ def main(argv=None):
                      "retention": v["retention"], "parameters": m["parameters"]["pruned"],
                      "layer_shapes": m["subnetwork"]["layer_shapes"], "build_seconds": round(time.time() - t0, 1)})
 
-    _log("timing every bundle round-robin ...")
-    preds = []
-    for r in rows:
-        p = Predictor(r["bundle"], threads=1)
-        p.fixed_length = a.seq
-        text = " ".join(["the film is long and the cast is good"] * a.seq)  # cut to --seq tokens
-        for _ in range(10):
-            p.predict([text])
-        preds.append((p, text))
-    times = [[] for _ in rows]
-    for _ in range(a.runs):
-        for i, (p, text) in enumerate(preds):
-            t = time.perf_counter()
-            p.predict([text])
-            times[i].append((time.perf_counter() - t) * 1000)
+    _log("timing every bundle (blocks of consecutive runs, pass after pass) ...")
+    from probscale_edge.latency import time_bundles
+
+    p50, _ = time_bundles([r["bundle"] for r in rows], a.seq, 1, a.runs, passes=10)
+    times = [[v] for v in p50]
     for r, ts in zip(rows, times):
-        r["p50_ms"] = float(np.percentile(ts, 50))
-        r["p90_ms"] = float(np.percentile(ts, 90))
+        r["p50_ms"] = float(ts[0])
         r["measured_over_predicted"] = r["p50_ms"] / r["predicted_ms"]
         r["within_budget"] = r["p50_ms"] <= r["budget_ms"]
     rep = {"model": a.model, "task": a.task, "seq": a.seq, "threads": 1, "runs": a.runs, "target": a.target,
@@ -100,15 +86,15 @@ def main(argv=None):
            "table": {k: table[k] for k in ("base_ms", "layer_ms", "head_ms", "neuron_ms", "max_relative_error")},
            "rows": rows}
     out.write_text(json.dumps(rep, indent=1))
-    lines = [f"{a.model} on {a.task}: batch 1, sequence {a.seq}, 1 thread, {a.runs} runs round-robin "
+    lines = [f"{a.model} on {a.task}: batch 1, sequence {a.seq}, 1 thread, {a.runs} runs per bundle in 10 passes "
              f"({rep['machine']['processor']}). Table: {table['base_ms']:.2f} ms + {table['layer_ms']:.3f}/layer + "
              f"{table['head_ms']:.4f}/head + {table['neuron_ms'] * 1000:.3f} us/neuron "
              f"(fit error <= {table['max_relative_error']:.1%}).", "",
-             "| budget ms | predicted ms | measured p50 ms | p90 ms | measured / predicted | within budget | "
-             "accuracy (retention) | params total / non-emb. |", "|---|---|---|---|---|---|---|---|"]
+             "| budget ms | predicted ms | measured p50 ms | measured / predicted | within budget | "
+             "accuracy (retention) | params total / non-emb. |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         pc = r["parameters"]
-        lines.append(f"| {r['budget_ms']:g} | {r['predicted_ms']:.2f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+        lines.append(f"| {r['budget_ms']:g} | {r['predicted_ms']:.2f} | {r['p50_ms']:.2f} | "
                      f"{r['measured_over_predicted']:.2f} | {'yes' if r['within_budget'] else 'NO'} | "
                      f"{r['accuracy']:.4f} ({r['retention']:.1%}) | {pc['total'] / 1e6:.2f}M / "
                      f"{pc['non_embedding'] / 1e6:.2f}M |")
