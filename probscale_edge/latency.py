@@ -199,7 +199,7 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
             sess = [float(np.median(v)) for v in sess]
         else:  # in blocks, pass after pass: machine noise hits every shape alike
             p50, sess = time_bundles(bundles, seq, threads, runs, passes=max(passes, 5))
-            device = {"transport": "local", "machine": platform.machine(), "processor": _cpu_name()}
+            device = {"transport": "local", "machine": platform.machine(), "processor": cpu_name()}
     measured = []
     for (nl, nh, nf), ms, ss in zip(pts, p50, sess):
         measured.append({"layers": nl, "heads": nh, "ffn": nf, "p50_ms": ms, "session_p50_ms": ss})
@@ -246,7 +246,7 @@ def time_bundles(bundles, seq: int, threads: int, runs: int, passes: int = 5):
     return [float(np.median(v)) for v in e2e], [float(np.median(v)) for v in sess]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):

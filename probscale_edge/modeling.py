@@ -167,10 +167,36 @@ class EncoderClassifier(nn.Module):
         return self.classifier(self.dropout(self.pool(hidden, attention_mask)))
 
     def hidden_states(self, input_ids, attention_mask, token_type_ids=None):
-        kw = {"input_ids": input_ids, "attention_mask": attention_mask, "output_hidden_states": True}
+        """(embedding output, output of every layer) for the layers the encoder has *now*.
+
+        Captured with our own hooks rather than ``output_hidden_states``: transformers 5 records hidden
+        states by hooks installed on the first call and indexed by each layer's original position, so
+        after a layer subset is swapped in (``probe.composed``) it returns too few states, or none. The
+        last entry is the encoder's own output (after a final norm where the family has one)."""
+        kw = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.adapter.uses_token_type_ids:
             kw["token_type_ids"] = token_type_ids
-        return self.encoder(**kw).hidden_states
+        layers = self.adapter.layers(self.encoder)
+        states = [None] * (len(layers) + 1)
+
+        def first_input(mod, args, kwargs):
+            states[0] = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+
+        def output(i):
+            def fn(mod, args, out):
+                states[i + 1] = out[0] if isinstance(out, (tuple, list)) else out
+            return fn
+
+        handles = [layers[0].register_forward_pre_hook(first_input, with_kwargs=True)]
+        handles += [layer.register_forward_hook(output(i)) for i, layer in enumerate(layers)]
+        try:
+            states[-1] = self.encoder(**kw).last_hidden_state
+        finally:
+            for h in handles:
+                h.remove()
+        if any(s is None for s in states):
+            raise RuntimeError("a layer's output was not captured; report this model family")
+        return tuple(states)
 
     def param_counts(self) -> dict:
         c = self.adapter.count_params(self.encoder)

@@ -421,15 +421,15 @@ def build(cfg: BuildConfig, log=_log) -> dict:
 
         t0 = time.time()
         if table is None:
-            from probscale_edge.latency import _cpu_name
+            from probscale_edge.latency import cpu_name
 
-            lat_key = _hash("latency-v1", teacher_key, cfg.target, cfg.max_length, _cpu_name(), platform.node())
+            lat_key = _hash("latency-v1", teacher_key, cfg.target, cfg.max_length, cpu_name(), platform.node())
             cached_table = ck.load_json(lat_key)
             if cached_table:
                 table = LatencyTable.from_dict(cached_table)
                 log("[resume] latency table")
             else:
-                log(f"measuring per-unit latencies on this machine ({_cpu_name()}; batch 1, sequence {cfg.max_length}, "
+                log(f"measuring per-unit latencies on this machine ({cpu_name()}; batch 1, sequence {cfg.max_length}, "
                     "1 thread) ...")
                 if cfg.target in ("arm64", "android"):
                     log("  note: these are this machine's latencies; for the device's, write a table there with "

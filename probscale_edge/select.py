@@ -159,7 +159,8 @@ def _latency_budget(cfg: SelectConfig, report):
     if cfg.max_latency_ms < table.fastest():
         raise ProbscaleError(f"--max-latency-ms {cfg.max_latency_ms:g} is below the fastest subnetwork of this model on "
                              f"the table's machine ({table.fastest():.2f} ms: one layer, one head, 16 neurons)",
-                             f"use --max-latency-ms {table.fastest():.2f} or more, or a shorter --max-length")
+                             f"use --max-latency-ms {table.fastest():.2f} or more, or a table measured at a shorter "
+                             "sequence (latency-table --max-length)")
     cfg.budget = max(1e-6, table.uniform_fraction(cfg.max_latency_ms))
     return table
 

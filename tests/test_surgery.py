@@ -174,3 +174,27 @@ def test_invalid_spec_is_a_clear_error(tiny_bert):
     with pytest.raises(ProbscaleError, match="at least one attention head"):
         apply_spec(m, SubnetworkSpec([0], heads={"0": []}))
     torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_hidden_states_of_layer_subsets(model_type, tmp_path, minilm_dir):
+    """Composed subsets (probe.composed) give one state per kept layer, in order; the full model's equal
+    transformers' own. (transformers 5's output_hidden_states drops states once layers are swapped.)"""
+    from probscale_edge.modeling import tokenize
+    from probscale_edge.probe import composed
+
+    model, tok = _load(make_tiny(model_type, tmp_path / "src", minilm_dir))
+    enc = tokenize(tok, TEXTS[:3], None, 32)
+    args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    kw = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    with torch.no_grad():
+        mine = model.hidden_states(*args)
+        theirs = model.encoder(**kw, output_hidden_states=True).hidden_states
+        assert len(mine) == len(theirs) == 5
+        assert max((a - b).abs().max().item() for a, b in zip(mine, theirs)) <= 1e-6
+        for keep in ([0, 3], [1, 2], [3], [1, 2, 3]):
+            with composed(model, keep) as m:
+                hs = m.hidden_states(*args)
+                assert len(hs) == len(keep) + 1
+                assert (hs[-1] - m.encoder(**kw).last_hidden_state).abs().max().item() <= 1e-6
+                assert (hs[0] - mine[0]).abs().max().item() <= 1e-6  # the embedding output does not change
