@@ -254,10 +254,13 @@ def _tflite_stage(py, student, stok, work, task, cfg, onnx_fp32_acc, rt_tok, log
            "--seq-len", str(cfg.max_length), "--parity-texts", str(texts), "--json", str(work / "tflite.json")]
     log("converting to TFLite (litert-torch, int8 dynamic_wi8_afp32) ...")
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 or not out.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        log(f"[FAIL] TFLite conversion: {tail[0][:200]}")
-        return {"included": False, "reason": f"conversion failed: {tail[0][:300]}", "seconds": round(time.time() - t0, 1)}
+    # exit 1: converted, but the converter's own int8 check (argmax agreement on the parity texts) failed;
+    # the build's accuracy gate below decides instead, on the whole eval split
+    if proc.returncode not in (0, 1) or not out.exists() or not (work / "tflite.json").exists():
+        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+        errs = [ln for ln in lines if ln.startswith("error:") or "Error" in ln or "[FAIL]" in ln] or lines[-1:] or ["no output"]
+        log(f"[FAIL] TFLite conversion (exit {proc.returncode}): {errs[-1][:300]}")
+        return {"included": False, "reason": f"conversion failed: {errs[-1][:500]}", "seconds": round(time.time() - t0, 1)}
     rep = json.loads((work / "tflite.json").read_text())
     p = Predictor.from_files(out, rt_tok / "tokenizer.json", task.label_names, cfg.max_length, int(stok.pad_token_id or 0))
     acc = p.accuracy(task.eval.texts, task.eval.labels, task.eval.pairs)

@@ -32,7 +32,7 @@ def test_fit_recovers_exact_coefficients():
     pts = [{"layers": nl, "heads": nh, "ffn": nf,
             "p50_ms": COEF["base_ms"] + nl * (COEF["layer_ms"] + nh * COEF["head_ms"] + nf * COEF["neuron_ms"])}
            for nl, nh, nf in design_points(6, 12, 1536)]
-    assert len(pts) == 7
+    assert len(pts) == 9
     f = fit(pts)
     for k, v in COEF.items():
         assert f[k] == pytest.approx(v, rel=1e-6)
