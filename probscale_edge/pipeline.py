@@ -276,6 +276,48 @@ def _tflite_stage(py, student, stok, work, task, cfg, onnx_fp32_acc, rt_tok, log
             **({} if ok else {"reason": "outside the accuracy gate (--max-accuracy-drop) or fp32 parity failed"})}
 
 
+def _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weights, pcfg, cfg, stages, log,
+                       rounds: int = 3):
+    """Time the selected subnetwork itself (int8, before recovery: latency does not depend on the weights)
+    with the runtime on this machine; while it is over the budget, select again under a budget scaled by
+    budget / measured. The linear table is a guide; this measurement is what the bundle will do."""
+    from dataclasses import replace
+
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
+    from probscale_edge.latency import _point_bundle, time_bundles
+    from probscale_edge.prune import apply_spec
+    from probscale_edge.select import select as select_subnetwork
+
+    table = stages["latency_table"]
+    goal = scfg.max_latency_ms
+    effective = goal
+    history = []
+    for r in range(rounds + 1):
+        with tempfile.TemporaryDirectory(prefix="probscale-calibrate-") as tmp:
+            tmp = Path(tmp)
+            m = apply_spec(teacher, selection.spec).eval()
+            names = export_onnx(m, tokenizer, tmp / "fp32.onnx", ExportConfig(max_length=table["seq"]))["inputs"]
+            quantize_dynamic_int8(tmp / "fp32.onnx", tmp / "int8.onnx", PRESETS[cfg.target])
+            b = _point_bundle(tmp / "b", tmp / "int8.onnx", tokenizer, names, table["seq"], "int8", cfg.target)
+            measured = time_bundles([b], table["seq"], table["threads"], runs=100, passes=5)[0][0]
+        history.append({"budget_used_ms": effective, "predicted_ms": selection.predicted_latency_ms,
+                        "measured_ms": measured})
+        log(f"  latency check {r + 1}: selected under {effective:.2f} ms, predicted "
+            f"{selection.predicted_latency_ms:.2f} ms, measured {measured:.2f} ms (budget {goal:g} ms)")
+        if measured <= goal or r == rounds:
+            break
+        effective *= goal / measured * 0.98  # aim just under: the measurement has noise
+        try:
+            selection = select_subnetwork(teacher, report, replace(scfg, max_latency_ms=effective), tokenizer=tokenizer,
+                                          tasks=tasks, weights=weights, probe_cfg=pcfg, log=lambda *_: None)
+        except ProbscaleError:
+            log("  cannot go faster on this model: keeping the last subnetwork")
+            break
+    stages["latency_calibration"] = history
+    return selection
+
+
 def budget_for_compression(cfg: BuildConfig, model, tokenizer, task) -> float:
     """The fraction of the encoder's layer parameters that leaves the student ``cfg.compression`` times
     smaller in total parameters than ``model``, given the embedding it will have (trimmed vocabulary,
@@ -500,6 +542,9 @@ def build(cfg: BuildConfig, log=_log) -> dict:
         with dist.collective():
             selection = select_subnetwork(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
                                           probe_cfg=pcfg, log=log)
+            if scfg.max_latency_ms is not None and (stages["latency_table"].get("device") or {}).get("transport") == "local":
+                selection = _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weights, pcfg, cfg,
+                                               stages, log)
         # every rank must cut the same subnetwork: rank 0's choice wins (GPU kernels need not agree bitwise)
         selection = Selection.from_dict(dist.broadcast(selection.to_dict()))
         if dist.is_main():
@@ -786,7 +831,8 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
     if selection.predicted_latency_ms is not None:
         lt = stages["latency_table"]
         lb = {"max_ms": cfg.max_latency_ms, "predicted_ms": selection.predicted_latency_ms, "sequence_length": lt["seq"],
-              "threads": lt["threads"], "table_device": lt.get("device", {})}
+              "threads": lt["threads"], "table_device": lt.get("device", {}),
+              "calibration": stages.get("latency_calibration")}
         if lt.get("device", {}).get("transport") == "local":  # the table is this machine's: check it here
             m = bench_bundle(stage, BenchConfig(warmup_runs=10, num_runs=max(50, cfg.latency_runs), threads=lt["threads"],
                                                 sequence_length=lt["seq"]))

@@ -36,6 +36,7 @@ def main(argv=None):
     ap.add_argument("--embedding-rank", type=int, default=64)
     ap.add_argument("--work", default="bundles/latency_budget")
     ap.add_argument("--json", default="benchmarks/latency_budget/results/latency_budget.json")
+    ap.add_argument("--retime", action="store_true", help="only time the bundles of the rows already in --json again")
     a = ap.parse_args(argv)
 
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
@@ -44,6 +45,8 @@ def main(argv=None):
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     table_path = Path(a.table) if a.table else out.with_name(out.stem + "-table.json")
+    if a.retime:
+        a.table = str(table_path)
     if not a.table:
         from probscale_edge.latency import measure_table
         from probscale_edge.modeling import EncoderClassifier, load_encoder
@@ -56,8 +59,8 @@ def main(argv=None):
         write_json(t.to_dict(), table_path)
     table = json.loads(table_path.read_text())
 
-    rows = []
-    for ms in a.budgets:
+    rows = json.loads(out.read_text())["rows"] if a.retime else []
+    for ms in [] if a.retime else a.budgets:
         dest = Path(a.work) / f"{Path(a.model).name}-{a.task}-{ms:g}ms"
         cfg = BuildConfig(model=a.model, tasks=[TaskSpec(a.task)], output=str(dest), target=a.target, force=True,
                           trim_vocab=True, embedding_rank=a.embedding_rank, max_latency_ms=ms,
