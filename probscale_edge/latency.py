@@ -144,6 +144,23 @@ def _point_bundle(folder: Path, onnx_path: Path, tokenizer, names, seq: int, pre
     return folder
 
 
+def spec_bundle(model, spec, tokenizer, folder: Path, seq: int, precision: str, target: str) -> Path:
+    """``model`` cut to ``spec``, exported to ONNX (int8 with the target's preset, or fp32) as a minimal bundle
+    in ``folder``: what the runtime will time. The weights do not matter for latency."""
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
+    from probscale_edge.prune import apply_spec
+
+    folder.mkdir(parents=True)
+    m = apply_spec(model, spec).eval()
+    path = folder / "fp32.onnx"
+    names = export_onnx(m, tokenizer, path, ExportConfig(max_length=seq))["inputs"]
+    if precision == "int8":
+        quantize_dynamic_int8(path, folder / "int8.onnx", PRESETS[target])
+        path = folder / "int8.onnx"
+    return _point_bundle(folder / "bundle", path, tokenizer, names, seq, precision, target)
+
+
 def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, threads: int = 1, runs: int = 50,
                   precision: str = "int8", ssh: str | None = None, profile_kwargs: dict | None = None,
                   model_name: str = "", log=None, progress=None, passes: int = 3) -> LatencyTable:
@@ -151,9 +168,8 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
 
     ``ssh``: ``user@host`` to time them on that device (through :func:`probscale_edge.profile.run_profile`);
     default: this machine, with the same benchmark code."""
-    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
-    from probscale_edge.converters.quantize import PRESETS, check_target, quantize_dynamic_int8
-    from probscale_edge.prune import SubnetworkSpec, apply_spec
+    from probscale_edge.converters.quantize import check_target
+    from probscale_edge.prune import SubnetworkSpec
 
     log = log or (lambda *_: None)
     check_target(target)
@@ -174,14 +190,8 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
         for i, (nl, nh, nf) in enumerate(pts):
             heads = {str(li): list(range(nh)) for li in range(nl)} if (nh < H and a.supports_head_pruning) else {}
             ffn = {str(li): list(range(nf)) for li in range(nl)} if nf < F else {}
-            m = apply_spec(model, SubnetworkSpec(list(range(nl)), heads, ffn)).eval()
-            fp32 = tmp / f"p{i}_fp32.onnx"
-            names = export_onnx(m, tokenizer, fp32, ExportConfig(max_length=seq))["inputs"]
-            path = fp32
-            if precision == "int8":
-                path = tmp / f"p{i}_int8.onnx"
-                quantize_dynamic_int8(fp32, path, PRESETS[target])
-            bundles.append(_point_bundle(tmp / f"point{i}", path, tokenizer, names, seq, precision, target))
+            bundles.append(spec_bundle(model, SubnetworkSpec(list(range(nl)), heads, ffn), tokenizer, tmp / f"point{i}",
+                                       seq, precision, target))
             if progress:
                 progress(1)
         if ssh:  # each pass times every shape once more, so a busy moment on the device hits one pass, not one shape

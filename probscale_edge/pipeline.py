@@ -283,10 +283,7 @@ def _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weigh
     budget / measured. The linear table is a guide; this measurement is what the bundle will do."""
     from dataclasses import replace
 
-    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
-    from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
-    from probscale_edge.latency import _point_bundle, time_bundles
-    from probscale_edge.prune import apply_spec
+    from probscale_edge.latency import spec_bundle, time_bundles
     from probscale_edge.select import select as select_subnetwork
 
     table = stages["latency_table"]
@@ -295,11 +292,7 @@ def _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weigh
     history = []
     for r in range(rounds + 1):
         with tempfile.TemporaryDirectory(prefix="probscale-calibrate-") as tmp:
-            tmp = Path(tmp)
-            m = apply_spec(teacher, selection.spec).eval()
-            names = export_onnx(m, tokenizer, tmp / "fp32.onnx", ExportConfig(max_length=table["seq"]))["inputs"]
-            quantize_dynamic_int8(tmp / "fp32.onnx", tmp / "int8.onnx", PRESETS[cfg.target])
-            b = _point_bundle(tmp / "b", tmp / "int8.onnx", tokenizer, names, table["seq"], "int8", cfg.target)
+            b = spec_bundle(teacher, selection.spec, tokenizer, Path(tmp) / "b", table["seq"], "int8", cfg.target)
             measured = time_bundles([b], table["seq"], table["threads"], runs=100, passes=5)[0][0]
         history.append({"budget_used_ms": effective, "predicted_ms": selection.predicted_latency_ms,
                         "measured_ms": measured})
@@ -522,7 +515,6 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     scfg = cfg.select
     scfg.budget = cfg.budget
     scfg.seed = cfg.seed
-    scfg.max_latency_ms = cfg.max_latency_ms if cfg.max_latency_ms is not None else scfg.max_latency_ms
     select_key = _hash("select-v1", probe_key, asdict(scfg), *([cfg.spec] if cfg.spec else []))
     cached = dist.broadcast(ck.load_json(select_key))
     if cfg.spec:  # a subnetwork chosen elsewhere (a saved selection, another pruner): cut exactly that
@@ -542,7 +534,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
         with dist.collective():
             selection = select_subnetwork(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
                                           probe_cfg=pcfg, log=log)
-            if scfg.max_latency_ms is not None and (stages["latency_table"].get("device") or {}).get("transport") == "local":
+            if scfg.max_latency_ms is not None and ((stages.get("latency_table") or {}).get("device") or {}).get("transport") == "local":
                 selection = _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weights, pcfg, cfg,
                                                stages, log)
         # every rank must cut the same subnetwork: rank 0's choice wins (GPU kernels need not agree bitwise)

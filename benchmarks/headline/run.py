@@ -144,6 +144,7 @@ def main():
     from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
     from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
     from probscale_edge.data import load_task, stratified_sample
+    from probscale_edge.latency import cpu_name
     from probscale_edge.modeling import load_classifier, predict_logits
     from probscale_edge.runtime.predictor import Predictor
 
@@ -206,7 +207,7 @@ def main():
         r["fewer_params_total_vs_a"] = a_row["params_total"] / r["params_total"]
     report = {"schema": "probscale-edge.headline/1", "task": a.task, "eval_examples": len(labels),
               "sequence_length": a.seq, "threads": a.threads, "batch": 1, "runs": a.runs, "host": os.uname().nodename,
-              "cpu": _cpu(), "rows": rows}
+              "cpu": cpu_name(), "rows": rows}
     (out / "headline.json").write_text(json.dumps(report, indent=2))
     md = _markdown(report)
     (out / "headline.md").write_text(md)
@@ -216,16 +217,6 @@ def main():
     _plot(report, out / "headline.png")
     print(md)
     print(f"wrote {out}/headline.{{json,md,html,png}}", file=sys.stderr)
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _markdown(rep) -> str:
