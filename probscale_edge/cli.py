@@ -174,6 +174,9 @@ def main():
               help="Recovery epochs (default: --epochs, the teacher's).")
 @click.option("--dev-fraction", type=float, default=0.1, show_default=True,
               help="Training data held out for early stopping of the recovery (0: off).")
+@click.option("--distill-hidden", type=float, default=0.0, show_default=True,
+              help="With --recover distill: weight of hidden-state distillation (each kept layer's output "
+              "pulled towards its teacher layer's; e.g. 1). 0: logits only.")
 @click.option("--batch-size", type=int, default=32, show_default=True,
               help="Global training batch (split across processes under torchrun).")
 @click.option("--lr", type=float, default=5e-5, show_default=True, help="Learning rate of the teacher fine-tune.")
@@ -196,7 +199,7 @@ def main():
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
           strategy, granularity, layer_budget, layer_factor, prune_iterations, max_latency_ms, latency_table, spec_path, trim_vocab, embedding_rank, compression, recover_mode, epochs,
-          student_epochs, dev_fraction, batch_size, lr, student_lr, pooling, max_accuracy_drop,
+          student_epochs, dev_fraction, distill_hidden, batch_size, lr, student_lr, pooling, max_accuracy_drop,
           precision, tflite, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
@@ -212,6 +215,9 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
     if prune_iterations < 1:
         raise ProbscaleError(f"--prune-iterations {prune_iterations} must be at least 1",
                              "pass 1 for one-shot pruning or e.g. 8 for re-scoring in 8 steps")
+    if distill_hidden < 0 or (distill_hidden > 0 and recover_mode != "distill"):
+        raise ProbscaleError(f"--distill-hidden {distill_hidden:g} with --recover {recover_mode}",
+                             "give a weight >= 0 (e.g. 1), together with --recover distill")
     spec = _read_spec(spec_path) if spec_path else None
     if quant_mode not in ("dynamic", "static"):
         raise ProbscaleError(f"unknown --quant-mode {quant_mode!r}", "use --quant-mode dynamic or static")
@@ -232,7 +238,7 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                                           prune_iterations=prune_iterations),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,
                                             lr=lr, student_lr=student_lr, dev_fraction=dev_fraction,
-                                            student_epochs=student_epochs),
+                                            student_epochs=student_epochs, hidden_weight=distill_hidden),
                       quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision,
                                 "mode": quant_mode})
     from probscale_edge import distributed as dist

@@ -9,6 +9,8 @@ non-uniform models reload exactly.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import os
 from pathlib import Path
@@ -176,6 +178,17 @@ class EncoderClassifier(nn.Module):
         kw = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.adapter.uses_token_type_ids:
             kw["token_type_ids"] = token_type_ids
+        with self.capture_states() as states:
+            states[-1] = self.encoder(**kw).last_hidden_state
+        if any(s is None for s in states):
+            raise RuntimeError("a layer's output was not captured; report this model family")
+        return tuple(states)
+
+    @contextmanager
+    def capture_states(self):
+        """Within the block, every forward pass fills the yielded list: [embedding output, output of
+        layer 0, layer 1, ...] (raw layer outputs, before any final norm). Works under DDP too, since it
+        hooks the layers rather than calling a method of the wrapped model."""
         layers = self.adapter.layers(self.encoder)
         states = [None] * (len(layers) + 1)
 
@@ -190,13 +203,10 @@ class EncoderClassifier(nn.Module):
         handles = [layers[0].register_forward_pre_hook(first_input, with_kwargs=True)]
         handles += [layer.register_forward_hook(output(i)) for i, layer in enumerate(layers)]
         try:
-            states[-1] = self.encoder(**kw).last_hidden_state
+            yield states
         finally:
             for h in handles:
                 h.remove()
-        if any(s is None for s in states):
-            raise RuntimeError("a layer's output was not captured; report this model family")
-        return tuple(states)
 
     def param_counts(self) -> dict:
         c = self.adapter.count_params(self.encoder)

@@ -413,7 +413,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     teacher_key = _hash("teacher-v1", model_fingerprint(src), task.fingerprint(), cfg.pooling, cfg.seed,
                         {k: v for k, v in asdict(rc).items()
                          if k not in ("mode", "student_lr", "temperature", "alpha", "amp", "checkpoint_every",
-                                  "dev_fraction", "eval_every", "patience", "student_epochs")},
+                                  "dev_fraction", "eval_every", "patience", "student_epochs", "hidden_weight")},
                         *([runner] if runner else []))
     tdir = cache_dir() / "teachers" / teacher_key
     t0 = time.time()
@@ -546,7 +546,9 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     if selection.spec.heads or selection.spec.ffn:
         shapes_note = f" (heads/FFN pruned in layers {sorted(set(selection.spec.heads) | set(selection.spec.ffn), key=int)})"
     log(f"  kept layers {selection.spec.keep_layers}{shapes_note}: {selection.kept_fraction:.3f} of non-embedding parameters")
-    student_key = _hash("student-v1", select_key, asdict(rc), cfg.trim_vocab, cfg.vocab_min_count, cfg.max_length,
+    # a field at its "off" value is left out, so students cached before it existed keep their keys
+    rc_key = {k: v for k, v in asdict(rc).items() if not (k == "hidden_weight" and not v)}
+    student_key = _hash("student-v1", select_key, rc_key, cfg.trim_vocab, cfg.vocab_min_count, cfg.max_length,
                         *([cfg.embedding_rank] if cfg.embedding_rank else []))
 
     staging_parent = out.resolve().parent
@@ -608,8 +610,13 @@ def build(cfg: BuildConfig, log=_log) -> dict:
             fault("recover")
             t0 = time.time()
             log(f"recovering accuracy ({rc.mode}) ...")
+            hidden = None
+            if rc.mode == "distill" and rc.hidden_weight > 0:
+                from probscale_edge.recover import HiddenDistill
+
+                hidden = HiddenDistill(teacher, tokenizer, selection.spec.keep_layers)
             rec = recover(student, stok, task.train, rc, teacher_logits=train_logits,
-                          checkpoint=ck.path(f"{student_key}.train.pt"), resume=cfg.resume)
+                          checkpoint=ck.path(f"{student_key}.train.pt"), resume=cfg.resume, hidden_teacher=hidden)
             with dist.collective():
                 student_logits = predict_logits(student, stok, task.eval.texts, task.eval.pairs,
                                                 max_length=cfg.max_length)

@@ -11,6 +11,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +38,10 @@ class RecoverConfig:
     freeze_word_embeddings: bool = True  # saves a third of the step time; see README
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the hard-label loss when distilling
+    # hidden-state distillation (mode distill, with the teacher model at hand): each kept student layer's
+    # output is pulled towards its teacher layer's output; this weight times the mean relative squared
+    # error over layers (||h_s - h_t||^2 / ||h_t||^2 on real tokens) is added to the loss. 0: logits only.
+    hidden_weight: float = 0.0
     seed: int = 0
     amp: bool = True  # bf16 autocast on GPUs (ignored on CPUs)
     checkpoint_every: int = 200  # steps between training-state checkpoints (0: none)
@@ -62,7 +67,8 @@ def _batches(lengths, batch_size, rng):
 
 def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits: np.ndarray | None = None,
                      lr: float | None = None, progress_desc: str = "fine-tune", head_only: bool = False,
-                     checkpoint: str | os.PathLike | None = None, resume: bool = False, dev_split=None) -> dict:
+                     checkpoint: str | os.PathLike | None = None, resume: bool = False, dev_split=None,
+                     hidden_teacher=None) -> dict:
     """Train ``model`` in place on ``split``; returns a small report (steps, final loss).
 
     ``dev_split`` (held out of the training data): early stopping as configured by ``cfg.eval_every``/``cfg.patience``;
@@ -72,6 +78,8 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
     ``cfg.batch_size`` is split across the ranks, so N processes take the same optimisation steps
     as one. ``checkpoint`` (a file path) saves the training state every ``cfg.checkpoint_every``
     steps (rank 0, atomically); with ``resume`` a run restarts from it.
+
+    ``hidden_teacher`` (a :class:`HiddenDistill`): adds its hidden-state loss, weighted by ``cfg.hidden_weight``.
     """
     from probscale_edge import distributed as dist
     from probscale_edge.pipeline import fault
@@ -139,6 +147,9 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
                 stopper.load(state["stopper"])
     # tokenized once, padded per batch: per-step tokenization was a third of a GPU step's time
     encoded = _Encoded(tokenizer, split, cfg.max_length)
+    if hidden_teacher is not None:
+        hidden_teacher.prepare(model, split, cfg, dev)
+    hid_losses = []
     seen = 0
     t0 = time.perf_counter()
     with progress_bar(total, progress_desc) as bar:
@@ -155,7 +166,8 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
                 mine = b[rank::world]  # this rank's share of the global batch
                 enc = {k: v.to(dev, non_blocking=True) for k, v in encoded.batch(mine).items()}
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    logits = net(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).float()
+                    with (model.capture_states() if hidden_teacher is not None else nullcontext()) as states:
+                        logits = net(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).float()
                 y = labels[mine].to(dev)
                 loss = F.cross_entropy(logits, y)
                 if tl is not None:
@@ -163,6 +175,10 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
                     kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(tl[mine].to(dev) / T, -1),
                                   reduction="batchmean") * T * T
                     loss = cfg.alpha * loss + (1 - cfg.alpha) * kd
+                if hidden_teacher is not None:
+                    hl = hidden_teacher.loss(states, mine, enc["attention_mask"], amp)
+                    hid_losses.append(hl.item())
+                    loss = loss + cfg.hidden_weight * hl
                 # DDP averages gradients over ranks; weighting by the share size makes that the
                 # mean over the global batch even when the shares differ by one example
                 (loss * (len(mine) * world / len(b))).backward()
@@ -191,6 +207,8 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     model.to("cpu")
+    if hidden_teacher is not None:
+        hidden_teacher.teacher.to("cpu")
     model.eval()
     early = stopper.finish() if stopper is not None else None
     for p in model.parameters():
@@ -200,6 +218,7 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
     return {"steps": step, "final_loss": float(np.mean(losses[-20:])), "lr": lr, "examples": len(split),
             "epochs": cfg.epochs, "distilled": tl is not None, "head_only": head_only, "resumed_at_step": start,
             "world_size": world, "device": dev.type, "train_seconds": round(seconds, 2),
+            **({"hidden_distill": hidden_teacher.report(hid_losses)} if hidden_teacher is not None else {}),
             "examples_per_second": round(seen / seconds, 1) if seconds > 0 else None,
             **({"early_stopping": early} if early else {})}
 
@@ -279,6 +298,59 @@ class _Encoded:
         return out
 
 
+class HiddenDistill:
+    """The teacher side of hidden-state distillation.
+
+    ``layer_map[i]`` is the teacher layer that student layer ``i`` was cut from (the spec's ``keep_layers``).
+    The teacher reads the same texts through its own tokenizer (the student's may be vocabulary-trimmed,
+    which renumbers ids but keeps the token sequence); a row whose token count differs between the two
+    is left out of the hidden loss and counted in the report."""
+
+    def __init__(self, teacher, teacher_tokenizer, layer_map):
+        self.teacher, self.tokenizer, self.layer_map = teacher, teacher_tokenizer, [int(i) for i in layer_map]
+        self.encoded = None
+        self.mismatched = 0
+        self.rows = 0
+
+    def prepare(self, student, split, cfg, dev):
+        n_student = len(student.adapter.layers(student.encoder))
+        n_teacher = len(self.teacher.adapter.layers(self.teacher.encoder))
+        if len(self.layer_map) != n_student or any(not 0 <= t < n_teacher for t in self.layer_map):
+            raise ProbscaleError(f"hidden-state distillation: layer map {self.layer_map} does not fit a "
+                                 f"{n_student}-layer student of a {n_teacher}-layer teacher",
+                                 "pass the spec's keep_layers as the layer map")
+        self.encoded = _Encoded(self.tokenizer, split, cfg.max_length)
+        self.dev = dev
+        self.teacher.to(dev).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad = False
+
+    def loss(self, states, idx, student_mask, amp: bool):
+        t = {k: v.to(self.dev, non_blocking=True) for k, v in self.encoded.batch(idx).items()}
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            with self.teacher.capture_states() as tstates:
+                self.teacher(t["input_ids"], t["attention_mask"], t.get("token_type_ids"))
+        sm, tm = student_mask.bool(), t["attention_mask"].bool()
+        same = (sm.sum(1) == tm.sum(1)) if sm.shape == tm.shape else torch.zeros(len(idx), dtype=torch.bool,
+                                                                               device=sm.device)
+        self.rows += len(idx)
+        self.mismatched += int((~same).sum())
+        if not bool(same.any()):
+            return torch.zeros((), device=sm.device)
+        w = (sm & same[:, None]).unsqueeze(-1).float()
+        total = 0.0
+        for i, ti in enumerate(self.layer_map):
+            hs, ht = states[i + 1].float(), tstates[ti + 1].float()
+            total = total + ((hs - ht) ** 2 * w).sum() / ((ht ** 2) * w).sum().clamp(min=1e-6)
+        return total / len(self.layer_map)
+
+    def report(self, losses) -> dict:
+        k = max(1, len(losses) // 10)
+        return {"layer_map": self.layer_map, "first_loss": float(np.mean(losses[:k])) if losses else None,
+                "final_loss": float(np.mean(losses[-k:])) if losses else None,
+                "rows_mismatched": self.mismatched, "rows": self.rows}
+
+
 def _save_state(path: Path, model, opt, sched, step, total, losses, stopper=None):
     from probscale_edge import distributed as dist
 
@@ -293,10 +365,13 @@ def _save_state(path: Path, model, opt, sched, step, total, losses, stopper=None
 
 
 def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None, checkpoint=None,
-            resume: bool = False) -> dict:
-    """Apply the recovery mode to a pruned student."""
+            resume: bool = False, hidden_teacher: HiddenDistill | None = None) -> dict:
+    """Apply the recovery mode to a pruned student (``hidden_teacher``: hidden-state distillation, mode distill)."""
     if cfg.mode not in MODES:
         raise ProbscaleError(f"unknown recovery mode {cfg.mode!r}", f"use --recover {'|'.join(MODES)}")
+    if cfg.hidden_weight < 0 or (cfg.hidden_weight > 0 and cfg.mode != "distill"):
+        raise ProbscaleError(f"hidden-state distillation weight {cfg.hidden_weight} with --recover {cfg.mode}",
+                             "give a weight >= 0, and use it with --recover distill")
     if cfg.mode == "none":
         return {"mode": "none"}
     if cfg.student_epochs:
@@ -324,8 +399,12 @@ def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None, 
     else:
         if teacher_logits is None:
             raise ProbscaleError("distillation needs the teacher's logits", "use --recover finetune")
+        hidden = hidden_teacher if cfg.hidden_weight > 0 else None
+        if cfg.hidden_weight > 0 and hidden is None:
+            raise ProbscaleError("hidden-state distillation needs the teacher model", "pass hidden_teacher, or weight 0")
         rep = train_classifier(student, tokenizer, split, cfg, teacher_logits=teacher_logits, lr=cfg.student_lr,
-                               progress_desc="recover (distill)", checkpoint=checkpoint, resume=resume, dev_split=dev_split)
+                               progress_desc="recover (distill)", checkpoint=checkpoint, resume=resume, dev_split=dev_split,
+                               hidden_teacher=hidden)
     rep["mode"] = cfg.mode
     rep["config"] = asdict(cfg)
     return rep

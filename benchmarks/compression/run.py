@@ -51,11 +51,13 @@ def _cfg(a, task, ratio, method, out, **over):
     from probscale_edge.recover import RecoverConfig
     from probscale_edge.select import SelectConfig
 
-    rc = RecoverConfig(mode="distill", epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, student_lr=a.student_lr)
+    rc = RecoverConfig(mode="distill", epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, student_lr=a.student_lr,
+                       student_epochs=a.student_epochs, hidden_weight=a.distill_hidden)
     sc = SelectConfig(strategy="probscale", granularity="unit", layer_factor=a.layer_factor,
                       prune_iterations=a.prune_iterations if method == "probscale-iter" else 1)
     if method == "bottom":
         rc.mode = "finetune"
+        rc.hidden_weight = 0.0  # truncation baseline: fine-tuning on labels, as ProbScale does
         sc.strategy = "bottom"
         sc.granularity = over.pop("granularity", "layer")
         if sc.granularity == "unit":  # truncation: the first layer only, then cut by units
@@ -86,6 +88,8 @@ def _row(m: dict, task, ratio, method, out, seconds, extra=None) -> dict:
             "kept_layers": st["select"]["spec"]["keep_layers"], "layer_shapes": st["prune"].get("layer_shapes"),
             "vocab_kept": (st.get("vocab") or {}).get("kept"), "embedding_rank": (st.get("embedding") or {}).get("rank"),
             "strategy": st["select"].get("strategy"), "recover": st["recover"].get("mode"),
+            "distill_hidden": (st["recover"].get("config") or {}).get("hidden_weight", 0.0),
+            "student_epochs": (st["recover"].get("config") or {}).get("epochs"),
             "early_stopping": {k: v for k, v in (st["recover"].get("early_stopping") or {}).items() if k != "history"},
             "teacher_key": st["finetune"]["key"], "seconds": round(seconds, 1), **(extra or {})}
 
@@ -288,6 +292,9 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--student-lr", type=float, default=1e-4)
+    ap.add_argument("--student-epochs", type=float, default=None, help="recovery epochs (default: --epochs)")
+    ap.add_argument("--distill-hidden", type=float, default=0.0,
+                    help="hidden-state distillation weight of the distilled methods (0: logits only)")
     ap.add_argument("--layer-factor", type=float, default=2.0,
                     help="layers are chosen under this multiple of the budget, then cut by units")
     ap.add_argument("--prune-iterations", type=int, default=8, help="re-scored pruning steps of probscale-iter")
