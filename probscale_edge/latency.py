@@ -230,11 +230,12 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
     return table
 
 
-def time_bundles(bundles, seq: int, threads: int, runs: int, passes: int = 5):
+def time_bundles(bundles, seq: int, threads: int, runs: int, passes: int = 5, per_pass: bool = False):
     """p50 end-to-end and session ms of every bundle at batch 1, timed in blocks: each pass runs every bundle
     for runs/passes consecutive predictions (its weights warm in cache, as in an app that runs one model),
     and the p50 is over all passes, so a busy moment on the machine hits one block of every bundle, not
-    one bundle."""
+    one bundle. ``per_pass``: also return each bundle's end-to-end p50 in every pass (the spread says how
+    noisy the machine was)."""
     from probscale_edge.runtime.predictor import Predictor
 
     preds = []
@@ -258,7 +259,10 @@ def time_bundles(bundles, seq: int, threads: int, runs: int, passes: int = 5):
                 p.predict([text], timings=tm)
                 e2e[i].append((time.perf_counter() - t) * 1000)
                 sess[i].append(tm["session_s"] * 1000)
-    return [float(np.median(v)) for v in e2e], [float(np.median(v)) for v in sess]
+    med = [float(np.median(v)) for v in e2e], [float(np.median(v)) for v in sess]
+    if not per_pass:
+        return med
+    return (*med, [[float(np.median(v[k * per:(k + 1) * per])) for k in range(max(1, passes))] for v in e2e])
 
 
 def cpu_name() -> str:
