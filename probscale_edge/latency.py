@@ -144,15 +144,22 @@ def _point_bundle(folder: Path, onnx_path: Path, tokenizer, names, seq: int, pre
     return folder
 
 
-def spec_bundle(model, spec, tokenizer, folder: Path, seq: int, precision: str, target: str) -> Path:
+def spec_bundle(model, spec, tokenizer, folder: Path, seq: int, precision: str, target: str,
+                embedding_rank: int | None = None) -> Path:
     """``model`` cut to ``spec``, exported to ONNX (int8 with the target's preset, or fp32) as a minimal bundle
-    in ``folder``: what the runtime will time. The weights do not matter for latency."""
+    in ``folder``: what the runtime will time. The weights do not matter for latency. ``embedding_rank``:
+    factorize the word embedding as the build will (its projection is an extra matmul per token; a trimmed
+    vocabulary only shrinks a table lookup, so it is left out)."""
     from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
     from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
     from probscale_edge.prune import apply_spec
 
     folder.mkdir(parents=True)
     m = apply_spec(model, spec).eval()
+    if embedding_rank:
+        from probscale_edge.embedding import factorize_embeddings
+
+        factorize_embeddings(m, embedding_rank)
     path = folder / "fp32.onnx"
     names = export_onnx(m, tokenizer, path, ExportConfig(max_length=seq))["inputs"]
     if precision == "int8":

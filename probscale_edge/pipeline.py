@@ -295,7 +295,8 @@ def _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weigh
     history = []
     for r in range(rounds + 1):
         with tempfile.TemporaryDirectory(prefix="probscale-calibrate-") as tmp:
-            b = spec_bundle(teacher, selection.spec, tokenizer, Path(tmp) / "b", table["seq"], "int8", cfg.target)
+            b = spec_bundle(teacher, selection.spec, tokenizer, Path(tmp) / "b", table["seq"], "int8", cfg.target,
+                            embedding_rank=cfg.embedding_rank)
             med, _, by_pass = time_bundles([b], table["seq"], table["threads"], runs=20 * passes, passes=passes,
                                            per_pass=True)
         measured, slowest = med[0], max(by_pass[0])
