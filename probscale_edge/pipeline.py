@@ -276,6 +276,11 @@ def _tflite_stage(py, student, stok, work, task, cfg, onnx_fp32_acc, rt_tok, log
             **({} if ok else {"reason": "outside the accuracy gate (--max-accuracy-drop) or fp32 parity failed"})}
 
 
+def _table_is_local(table: dict | None) -> bool:
+    """Whether a latency table (as a dict) was measured on this machine, so the build can time against it."""
+    return ((table or {}).get("device") or {}).get("transport") == "local"
+
+
 def _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weights, pcfg, cfg, stages, log,
                        rounds: int = 4, passes: int = 5):
     """Time the selected subnetwork itself (int8, before recovery: latency does not depend on the weights)
@@ -541,7 +546,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
         with dist.collective():
             selection = select_subnetwork(teacher, report, scfg, tokenizer=tokenizer, tasks=tasks, weights=weights,
                                           probe_cfg=pcfg, log=log)
-            if scfg.max_latency_ms is not None and ((stages.get("latency_table") or {}).get("device") or {}).get("transport") == "local":
+            if scfg.max_latency_ms is not None and _table_is_local(stages.get("latency_table")):
                 selection = _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weights, pcfg, cfg,
                                                stages, log)
         # every rank must cut the same subnetwork: rank 0's choice wins (GPU kernels need not agree bitwise)
@@ -617,11 +622,10 @@ def build(cfg: BuildConfig, log=_log) -> dict:
             fault("recover")
             t0 = time.time()
             log(f"recovering accuracy ({rc.mode}) ...")
-            hidden = None
-            if rc.mode == "distill" and rc.hidden_weight > 0:
-                from probscale_edge.recover import HiddenDistill
+            from probscale_edge.recover import HiddenDistill
 
-                hidden = HiddenDistill(teacher, tokenizer, selection.spec.keep_layers)
+            # the teacher side of hidden-state distillation; recover() checks the weight against the mode
+            hidden = HiddenDistill(teacher, tokenizer, selection.spec.keep_layers) if rc.hidden_weight > 0 else None
             rec = recover(student, stok, task.train, rc, teacher_logits=train_logits,
                           checkpoint=ck.path(f"{student_key}.train.pt"), resume=cfg.resume, hidden_teacher=hidden)
             with dist.collective():
@@ -841,7 +845,7 @@ def _write_bundle(work, out, cfg, task, tokenizer, src, selection, stages, full_
               "calibration": stages.get("latency_calibration"),
               **({"criterion": "the p50 of every timing pass of the selected subnetwork within max_ms"}
                  if stages.get("latency_calibration") else {})}
-        if lt.get("device", {}).get("transport") == "local":  # the table is this machine's: check it here
+        if _table_is_local(lt):  # the table is this machine's: check it here
             m = bench_bundle(stage, BenchConfig(warmup_runs=10, num_runs=max(50, cfg.latency_runs), threads=lt["threads"],
                                                 sequence_length=lt["seq"]))
             lb["measured_p50_ms"] = m["latency"]["p50_ms"]
