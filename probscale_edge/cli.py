@@ -168,6 +168,8 @@ def main():
               help="Factorize the word embedding to this rank (truncated SVD, then trained with the student).")
 @click.option("--compression", type=float, default=None,
               help="Total-parameter ratio to reach, e.g. 5 for 5x fewer (sets --budget from the embedding's size).")
+@click.option("--compression-basis", default="total", show_default=True,
+              help="What --compression counts: total | non-embedding parameters.")
 @click.option("--recover", "recover_mode", default="distill", show_default=True, help="none | head | finetune | distill")
 @click.option("--epochs", type=float, default=3.0, show_default=True)
 @click.option("--student-epochs", type=float, default=None,
@@ -177,6 +179,9 @@ def main():
 @click.option("--distill-hidden", type=float, default=0.0, show_default=True,
               help="With --recover distill: weight of hidden-state distillation (each kept layer's output "
               "pulled towards its teacher layer's; e.g. 1). 0: logits only.")
+@click.option("--augment", type=int, default=0, show_default=True,
+              help="With --recover distill: perturbed copies of each training example (masked words, embedding "
+              "neighbours, spans), labelled by the teacher's logits; e.g. 4. 0: the task's examples only.")
 @click.option("--batch-size", type=int, default=32, show_default=True,
               help="Global training batch (split across processes under torchrun).")
 @click.option("--lr", type=float, default=5e-5, show_default=True, help="Learning rate of the teacher fine-tune.")
@@ -198,8 +203,8 @@ def main():
 @click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON.")
 def build(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, target, budget,
-          strategy, granularity, layer_budget, layer_factor, prune_iterations, max_latency_ms, latency_table, spec_path, trim_vocab, embedding_rank, compression, recover_mode, epochs,
-          student_epochs, dev_fraction, distill_hidden, batch_size, lr, student_lr, pooling, max_accuracy_drop,
+          strategy, granularity, layer_budget, layer_factor, prune_iterations, max_latency_ms, latency_table, spec_path, trim_vocab, embedding_rank, compression, compression_basis, recover_mode, epochs,
+          student_epochs, dev_fraction, distill_hidden, augment, batch_size, lr, student_lr, pooling, max_accuracy_drop,
           precision, tflite, quant_mode, max_eval, seed, output, force,
           allow_pickle, no_cache, resume, json_path):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
@@ -210,6 +215,8 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                              "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
     if compression is not None and compression <= 1:
         raise ProbscaleError(f"--compression {compression:g} must be above 1", "pass e.g. --compression 5 for 5x fewer parameters")
+    if compression_basis not in ("total", "non-embedding"):
+        raise ProbscaleError(f"unknown --compression-basis {compression_basis!r}", "use total or non-embedding")
     if not 0 <= dev_fraction < 0.5:
         raise ProbscaleError(f"--dev-fraction {dev_fraction:g} is not in [0, 0.5)", "pass e.g. 0.1, or 0 to turn early stopping off")
     if prune_iterations < 1:
@@ -218,6 +225,9 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
     if distill_hidden < 0 or (distill_hidden > 0 and recover_mode != "distill"):
         raise ProbscaleError(f"--distill-hidden {distill_hidden:g} with --recover {recover_mode}",
                              "give a weight >= 0 (e.g. 1), together with --recover distill")
+    if augment < 0 or (augment > 0 and recover_mode != "distill"):
+        raise ProbscaleError(f"--augment {augment} with --recover {recover_mode}",
+                             "give a count >= 0 (e.g. 4), together with --recover distill")
     spec = _read_spec(spec_path) if spec_path else None
     if quant_mode not in ("dynamic", "static"):
         raise ProbscaleError(f"unknown --quant-mode {quant_mode!r}", "use --quant-mode dynamic or static")
@@ -231,14 +241,15 @@ def build(model, task, data, eval_path, text_column, label_column, text_pair_col
                       label_column=label_column, text_pair_column=text_pair_column, pooling=pooling,
                       max_train=max_train, max_eval=max_eval, seed=seed, force=force, allow_pickle=allow_pickle,
                       use_cache=not no_cache, resume=resume, trim_vocab=trim_vocab, embedding_rank=embedding_rank,
-                      compression=compression, spec=spec, probe=ProbeConfig(pooling=pooling),
+                      compression=compression, compression_basis=compression_basis, spec=spec, probe=ProbeConfig(pooling=pooling),
                       max_latency_ms=max_latency_ms, latency_table=latency_table, tflite=tflite,
                       select=SelectConfig(budget=budget, strategy=strategy, granularity=granularity,
                                           layer_budget=layer_budget, layer_factor=layer_factor,
                                           prune_iterations=prune_iterations),
                       recover=RecoverConfig(mode=recover_mode, epochs=epochs, seed=seed, batch_size=batch_size,
                                             lr=lr, student_lr=student_lr, dev_fraction=dev_fraction,
-                                            student_epochs=student_epochs, hidden_weight=distill_hidden),
+                                            student_epochs=student_epochs, hidden_weight=distill_hidden,
+                                            augment=augment),
                       quantize={"max_accuracy_drop": max_accuracy_drop, "precision": precision,
                                 "mode": quant_mode})
     from probscale_edge import distributed as dist

@@ -58,6 +58,7 @@ class BuildConfig:
     vocab_min_count: int = 1
     embedding_rank: int | None = None  # low-rank (SVD) factorized word embedding, see probscale_edge.embedding
     compression: float | None = None  # total-parameter ratio to reach (e.g. 5 = 5x fewer); sets the budget
+    compression_basis: str = "total"  # what --compression counts: "total" or "non-embedding" parameters
     spec: dict | None = None  # a SubnetworkSpec (as a dict) to cut instead of selecting one
     tflite: bool = False  # also ship model.tflite (LiteRT, int8 dynamic_wi8_afp32), accuracy-gated
     max_latency_ms: float | None = None  # latency budget (batch 1, the table's sequence length and threads)
@@ -326,12 +327,15 @@ def _calibrate_latency(selection, teacher, tokenizer, report, scfg, tasks, weigh
 def budget_for_compression(cfg: BuildConfig, model, tokenizer, task) -> float:
     """The fraction of the encoder's layer parameters that leaves the student ``cfg.compression`` times
     smaller in total parameters than ``model``, given the embedding it will have (trimmed vocabulary,
-    factorized rank) and the task head."""
+    factorized rank) and the task head; with ``compression_basis`` "non-embedding", ``cfg.compression``
+    times fewer non-embedding parameters (the embedding is then whatever --trim-vocab/--embedding-rank make it)."""
     from probscale_edge.embedding import embedding_params_after
     from probscale_edge.select import layer_costs
 
     if cfg.compression <= 1:
         raise ProbscaleError(f"--compression {cfg.compression:g} must be above 1", "pass e.g. --compression 5 for 5x fewer parameters")
+    if cfg.compression_basis not in ("total", "non-embedding"):
+        raise ProbscaleError(f"unknown --compression-basis {cfg.compression_basis!r}", "use total or non-embedding")
     counts = model.param_counts()
     emb = model.adapter.word_embeddings(model.encoder)
     V, H = emb.weight.shape
@@ -344,6 +348,11 @@ def budget_for_compression(cfg: BuildConfig, model, tokenizer, task) -> float:
     costs = layer_costs(model)
     rest = counts["non_embedding"] - sum(costs)  # task head, final norms, shared position bias
     left = counts["total"] / cfg.compression - embedding - rest
+    if cfg.compression_basis == "non-embedding":
+        left = counts["non_embedding"] / cfg.compression - rest
+    if left < min(costs) * 0.05 and cfg.compression_basis == "non-embedding":
+        raise ProbscaleError(f"--compression {cfg.compression:g} (non-embedding) leaves no room for any layer",
+                             "pass a lower --compression")
     if left < min(costs) * 0.05:
         hint = "add --trim-vocab and/or a smaller --embedding-rank" if not (cfg.trim_vocab and cfg.embedding_rank) \
             else "pass a smaller --embedding-rank or a lower --compression"
@@ -425,7 +434,8 @@ def build(cfg: BuildConfig, log=_log) -> dict:
     teacher_key = _hash("teacher-v1", model_fingerprint(src), task.fingerprint(), cfg.pooling, cfg.seed,
                         {k: v for k, v in asdict(rc).items()
                          if k not in ("mode", "student_lr", "temperature", "alpha", "amp", "checkpoint_every",
-                                  "dev_fraction", "eval_every", "patience", "student_epochs", "hidden_weight")},
+                                  "dev_fraction", "eval_every", "patience", "student_epochs", "hidden_weight",
+                                  "augment")},
                         *([runner] if runner else []))
     tdir = cache_dir() / "teachers" / teacher_key
     t0 = time.time()
@@ -462,8 +472,8 @@ def build(cfg: BuildConfig, log=_log) -> dict:
 
     if cfg.compression:  # "5x fewer total parameters": the layer budget left once the embedding is sized
         cfg.budget = budget_for_compression(cfg, teacher, tokenizer, task)
-        stages["budget"] = {"compression": cfg.compression, "budget": cfg.budget}
-        log(f"  {cfg.compression:g}x fewer total parameters -> keep {cfg.budget:.3f} of the non-embedding parameters")
+        stages["budget"] = {"compression": cfg.compression, "basis": cfg.compression_basis, "budget": cfg.budget}
+        log(f"  {cfg.compression:g}x fewer {cfg.compression_basis} parameters -> keep {cfg.budget:.3f} of the layers' parameters")
 
     ck = Checkpoints(cache_dir() / "stages", reuse=cfg.resume)
     if cfg.max_latency_ms is not None:  # ---- latency table: per-unit latencies on the target
@@ -559,7 +569,7 @@ def build(cfg: BuildConfig, log=_log) -> dict:
         shapes_note = f" (heads/FFN pruned in layers {sorted(set(selection.spec.heads) | set(selection.spec.ffn), key=int)})"
     log(f"  kept layers {selection.spec.keep_layers}{shapes_note}: {selection.kept_fraction:.3f} of non-embedding parameters")
     # a field at its "off" value is left out, so students cached before it existed keep their keys
-    rc_key = {k: v for k, v in asdict(rc).items() if not (k == "hidden_weight" and not v)}
+    rc_key = {k: v for k, v in asdict(rc).items() if not (k in ("hidden_weight", "augment") and not v)}
     student_key = _hash("student-v1", select_key, rc_key, cfg.trim_vocab, cfg.vocab_min_count, cfg.max_length,
                         *([cfg.embedding_rank] if cfg.embedding_rank else []))
 
@@ -626,8 +636,15 @@ def build(cfg: BuildConfig, log=_log) -> dict:
 
             # the teacher side of hidden-state distillation; recover() checks the weight against the mode
             hidden = HiddenDistill(teacher, tokenizer, selection.spec.keep_layers) if rc.hidden_weight > 0 else None
+            augmenter = None
+            if rc.augment > 0:  # the teacher labels perturbed copies of the training text
+                from probscale_edge.augment import AugmentConfig, Augmenter
+
+                augmenter = Augmenter(teacher, tokenizer, AugmentConfig(copies=rc.augment, seed=rc.seed),
+                                      cfg.max_length, log=log)
             rec = recover(student, stok, task.train, rc, teacher_logits=train_logits,
-                          checkpoint=ck.path(f"{student_key}.train.pt"), resume=cfg.resume, hidden_teacher=hidden)
+                          checkpoint=ck.path(f"{student_key}.train.pt"), resume=cfg.resume, hidden_teacher=hidden,
+                          augmenter=augmenter)
             with dist.collective():
                 student_logits = predict_logits(student, stok, task.eval.texts, task.eval.pairs,
                                                 max_length=cfg.max_length)

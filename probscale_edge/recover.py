@@ -42,6 +42,9 @@ class RecoverConfig:
     # output is pulled towards its teacher layer's output; this weight times the mean relative squared
     # error over layers (||h_s - h_t||^2 / ||h_t||^2 on real tokens) is added to the loss. 0: logits only.
     hidden_weight: float = 0.0
+    # augmented distillation (mode distill): this many perturbed copies of every training example, labelled
+    # by the teacher's logits only (see probscale_edge.augment). 0: the task's examples only.
+    augment: int = 0
     seed: int = 0
     amp: bool = True  # bf16 autocast on GPUs (ignored on CPUs)
     checkpoint_every: int = 200  # steps between training-state checkpoints (0: none)
@@ -169,7 +172,8 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
                     with (model.capture_states() if hidden_teacher is not None else nullcontext()) as states:
                         logits = net(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).float()
                 y = labels[mine].to(dev)
-                loss = F.cross_entropy(logits, y)
+                # augmented rows (label -1) have only the teacher's logits: the hard-label loss is over the rest
+                loss = F.cross_entropy(logits, y, ignore_index=-1, reduction="sum") / (y >= 0).sum().clamp(min=1)
                 if tl is not None:
                     T = cfg.temperature
                     kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(tl[mine].to(dev) / T, -1),
@@ -365,13 +369,17 @@ def _save_state(path: Path, model, opt, sched, step, total, losses, stopper=None
 
 
 def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None, checkpoint=None,
-            resume: bool = False, hidden_teacher: HiddenDistill | None = None) -> dict:
-    """Apply the recovery mode to a pruned student (``hidden_teacher``: hidden-state distillation, mode distill)."""
+            resume: bool = False, hidden_teacher: HiddenDistill | None = None, augmenter=None) -> dict:
+    """Apply the recovery mode to a pruned student (``hidden_teacher``: hidden-state distillation;
+    ``augmenter`` (:class:`probscale_edge.augment.Augmenter`): augmented distillation; both mode distill)."""
     if cfg.mode not in MODES:
         raise ProbscaleError(f"unknown recovery mode {cfg.mode!r}", f"use --recover {'|'.join(MODES)}")
     if cfg.hidden_weight < 0 or (cfg.hidden_weight > 0 and cfg.mode != "distill"):
         raise ProbscaleError(f"hidden-state distillation weight {cfg.hidden_weight} with --recover {cfg.mode}",
                              "give a weight >= 0, and use it with --recover distill")
+    if cfg.augment < 0 or (cfg.augment > 0 and cfg.mode != "distill"):
+        raise ProbscaleError(f"augmentation copies {cfg.augment} with --recover {cfg.mode}",
+                             "give a count >= 0, and use it with --recover distill (augmented rows have no labels)")
     if cfg.mode == "none":
         return {"mode": "none"}
     if cfg.student_epochs:
@@ -402,9 +410,16 @@ def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None, 
         hidden = hidden_teacher if cfg.hidden_weight > 0 else None
         if cfg.hidden_weight > 0 and hidden is None:
             raise ProbscaleError("hidden-state distillation needs the teacher model", "pass hidden_teacher, or weight 0")
+        aug = None
+        if cfg.augment > 0:  # after the dev split: no variant of a dev example is trained on
+            if augmenter is None:
+                raise ProbscaleError("augmented distillation needs the teacher model", "pass augmenter, or augment 0")
+            split, teacher_logits, aug = augmenter.expand(split, teacher_logits)
         rep = train_classifier(student, tokenizer, split, cfg, teacher_logits=teacher_logits, lr=cfg.student_lr,
                                progress_desc="recover (distill)", checkpoint=checkpoint, resume=resume, dev_split=dev_split,
                                hidden_teacher=hidden)
+        if aug is not None:
+            rep["augmentation"] = asdict(aug)
     rep["mode"] = cfg.mode
     rep["config"] = asdict(cfg)
     return rep

@@ -84,6 +84,25 @@ def test_compression_budget_reaches_the_total_parameter_ratio(tmp_path, tiny_ber
     assert Predictor(out).accuracy(t.eval.texts, t.eval.labels) == pytest.approx(m["validation"]["accuracy"]["bundle"])
 
 
+def test_compression_on_the_non_embedding_basis(tmp_path, tiny_bert, toy_csv):
+    """--compression R --compression-basis non-embedding: R times fewer non-embedding parameters, however
+    large the (untrimmed) embedding stays."""
+    from probscale_edge.pipeline import BuildConfig, TaskSpec, build
+    from probscale_edge.recover import RecoverConfig
+
+    m = build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(tmp_path / "b"),
+                          compression=4, compression_basis="non-embedding", recover=RecoverConfig(mode="none"),
+                          use_cache=False, latency_runs=3), log=lambda *_: None)
+    full, pruned = m["parameters"]["original"], m["parameters"]["pruned"]
+    assert m["stages"]["budget"]["basis"] == "non-embedding"
+    assert 4 <= full["non_embedding"] / pruned["non_embedding"] <= 4 / 0.9  # met, and not wasted
+    assert pruned["embedding"] == full["embedding"]  # no trimming asked: the ratio is not bought with the embedding
+    with pytest.raises(Exception, match="compression-basis"):
+        build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(tmp_path / "c"),
+                          compression=4, compression_basis="embedding", use_cache=False), log=lambda *_: None)
+    assert not (tmp_path / "c").exists()
+
+
 def test_compression_that_leaves_no_room_is_a_clear_error(tmp_path, tiny_bert, toy_csv):
     from probscale_edge.errors import ProbscaleError
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build

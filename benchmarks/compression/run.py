@@ -52,12 +52,13 @@ def _cfg(a, task, ratio, method, out, **over):
     from probscale_edge.select import SelectConfig
 
     rc = RecoverConfig(mode="distill", epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, student_lr=a.student_lr,
-                       student_epochs=a.student_epochs, hidden_weight=a.distill_hidden)
+                       student_epochs=a.student_epochs, hidden_weight=a.distill_hidden, augment=a.augment)
     sc = SelectConfig(strategy="probscale", granularity="unit", layer_factor=a.layer_factor,
                       prune_iterations=a.prune_iterations if method == "probscale-iter" else 1)
     if method == "bottom":
         rc.mode = "finetune"
         rc.hidden_weight = 0.0  # truncation baseline: fine-tuning on labels, as ProbScale does
+        rc.augment = 0
         sc.strategy = "bottom"
         sc.granularity = over.pop("granularity", "layer")
         if sc.granularity == "unit":  # truncation: the first layer only, then cut by units
@@ -65,7 +66,7 @@ def _cfg(a, task, ratio, method, out, **over):
     elif method == "random":
         sc.strategy = "random"
     cfg = BuildConfig(model=a.model, tasks=[TaskSpec(task)], output=str(out), target=a.target, max_train=a.max_train,
-                      compression=ratio, trim_vocab=True, embedding_rank=a.embedding_rank, select=sc, recover=rc,
+                      compression=ratio, compression_basis=a.basis, trim_vocab=True, embedding_rank=a.embedding_rank, select=sc, recover=rc,
                       force=True, latency_runs=5, seed=a.seed)
     for k, v in over.items():
         setattr(cfg, k, v)
@@ -90,6 +91,8 @@ def _row(m: dict, task, ratio, method, out, seconds, extra=None) -> dict:
             "strategy": st["select"].get("strategy"), "recover": st["recover"].get("mode"),
             "distill_hidden": (st["recover"].get("config") or {}).get("hidden_weight", 0.0),
             "student_epochs": (st["recover"].get("config") or {}).get("epochs"),
+            "augment": (st["recover"].get("config") or {}).get("augment", 0),
+            "basis": (st.get("budget") or {}).get("basis", "total"),
             "early_stopping": {k: v for k, v in (st["recover"].get("early_stopping") or {}).items() if k != "history"},
             "teacher_key": st["finetune"]["key"], "seconds": round(seconds, 1), **(extra or {})}
 
@@ -219,7 +222,8 @@ def merge(paths) -> dict:
 
 
 def markdown(rep) -> str:
-    lines = [f"### {rep['model']}: compression at equal budgets", "",
+    bases = sorted({r.get("basis", "total") for r in rep["rows"]}) or ["total"]
+    lines = [f"### {rep['model']}: compression at equal budgets", "", f"The ratio column counts {' / '.join(bases)} parameters.", "",
              "| task | ratio | method | seed | teacher | int8 bundle | retention | total params (x fewer) | "
              "non-embedding (x fewer) | bundle bytes | p50 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rep["rows"]:
@@ -295,6 +299,10 @@ def main(argv=None):
     ap.add_argument("--student-epochs", type=float, default=None, help="recovery epochs (default: --epochs)")
     ap.add_argument("--distill-hidden", type=float, default=0.0,
                     help="hidden-state distillation weight of the distilled methods (0: logits only)")
+    ap.add_argument("--augment", type=int, default=0,
+                    help="augmented distillation of the distilled methods: perturbed copies per training example")
+    ap.add_argument("--basis", choices=("total", "non-embedding"), default="total",
+                    help="what --ratios count: total or non-embedding parameters")
     ap.add_argument("--layer-factor", type=float, default=2.0,
                     help="layers are chosen under this multiple of the budget, then cut by units")
     ap.add_argument("--prune-iterations", type=int, default=8, help="re-scored pruning steps of probscale-iter")
