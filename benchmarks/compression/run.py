@@ -67,7 +67,7 @@ def _cfg(a, task, ratio, method, out, **over):
         sc.strategy = "random"
     cfg = BuildConfig(model=a.model, tasks=[TaskSpec(task)], output=str(out), target=a.target, max_train=a.max_train,
                       compression=ratio, compression_basis=a.basis, trim_vocab=True, embedding_rank=a.embedding_rank, select=sc, recover=rc,
-                      force=True, latency_runs=5, seed=a.seed)
+                      force=True, latency_runs=5, seed=a.seed, resume=a.resume)
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
@@ -310,7 +310,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="bundles/compression")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--resume", action="store_true", help="keep rows already in --json and skip them")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep rows already in --json and skip them; an interrupted build resumes from its checkpoints")
     ap.add_argument("--latency", action="store_true", help="measure the int8 bundles' p50 (needs the bundles here)")
     ap.add_argument("--latency-only", action="store_true", help="only (re)measure latency of the rows in --json")
     ap.add_argument("--runs", type=int, default=200)
