@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from probscale_edge import distributed as dist
+
 
 @dataclass
 class ImportanceConfig:
@@ -34,7 +36,7 @@ def mask_units(model, keep: dict, layer_ids=None) -> list:
 
     def masker(m):
         def fn(mod, inp):
-            return (inp[0] * m.to(inp[0].dtype), *inp[1:])
+            return (inp[0] * m.to(inp[0].device, inp[0].dtype), *inp[1:])
         return fn
 
     handles = []
@@ -85,37 +87,41 @@ def unit_importance(model, tokenizer, tasks, weights, cfg: ImportanceConfig | No
     was_training = model.training
     model.eval()  # no dropout: scores of the deterministic network
     wsum = float(sum(weights))
-    try:
-        for task, w in zip(tasks, weights):
-            idx = stratified_sample(task.train.labels, cfg.max_examples, seed=cfg.seed)
-            s = task.train.subset(idx)
-            # a multi-task model has one head; for secondary tasks the loss uses the model's own predictions
-            for b in range(0, len(s), cfg.batch_size):
-                enc = tokenize(tokenizer, s.texts[b:b + cfg.batch_size],
-                               s.pairs[b:b + cfg.batch_size] if s.pairs else None, cfg.max_length)
-                model.zero_grad(set_to_none=True)
-                logits = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
-                if task is tasks[0]:
-                    y = torch.tensor(s.labels[b:b + cfg.batch_size])
-                else:
-                    y = logits.argmax(-1).detach()
-                F.cross_entropy(logits, y, reduction="sum").backward()
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                for li in layer_ids:
-                    x = captured[("h", li)]
-                    g = x.grad * mask
-                    per = (x.detach() * g)  # [B, L, H*d]
-                    B, L, D = per.shape
-                    hs = per.view(B, L, D // hd, hd).sum(-1).sum(1)  # [B, H]
-                    heads[li] = heads[li] + (w / wsum) * (hs ** 2).sum(0).numpy()
-                    x = captured[("f", li)]
-                    per = x.detach() * x.grad * mask
-                    ffn[li] = ffn[li] + (w / wsum) * (per.sum(1) ** 2).sum(0).numpy()
-    finally:
-        for h in handles:
-            h.remove()
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+    # on the accelerator when there is one (backward passes of the full model: on a GPU machine's CPU
+    # they took minutes per re-scored step on long texts)
+    with dist.on_device(model) as dev:  # back on the CPU afterwards
+        try:
+            for task, w in zip(tasks, weights):
+                idx = stratified_sample(task.train.labels, cfg.max_examples, seed=cfg.seed)
+                s = task.train.subset(idx)
+                # a multi-task model has one head; for secondary tasks the loss uses the model's own predictions
+                for b in range(0, len(s), cfg.batch_size):
+                    enc = tokenize(tokenizer, s.texts[b:b + cfg.batch_size],
+                                   s.pairs[b:b + cfg.batch_size] if s.pairs else None, cfg.max_length)
+                    model.zero_grad(set_to_none=True)
+                    enc = {k: v.to(dev) for k, v in enc.items()}
+                    logits = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+                    if task is tasks[0]:
+                        y = torch.tensor(s.labels[b:b + cfg.batch_size], device=dev)
+                    else:
+                        y = logits.argmax(-1).detach()
+                    F.cross_entropy(logits, y, reduction="sum").backward()
+                    mask = enc["attention_mask"].unsqueeze(-1).float()
+                    for li in layer_ids:
+                        x = captured[("h", li)]
+                        g = x.grad * mask
+                        per = (x.detach() * g)  # [B, L, H*d]
+                        B, L, D = per.shape
+                        hs = per.view(B, L, D // hd, hd).sum(-1).sum(1)  # [B, H]
+                        heads[li] = heads[li] + (w / wsum) * (hs ** 2).sum(0).cpu().numpy()
+                        x = captured[("f", li)]
+                        per = x.detach() * x.grad * mask
+                        ffn[li] = ffn[li] + (w / wsum) * (per.sum(1) ** 2).sum(0).cpu().numpy()
+        finally:
+            for h in handles:
+                h.remove()
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
     return {"heads": {li: np.asarray(heads[li], dtype=np.float64) for li in layer_ids},
             "ffn": {li: np.asarray(ffn[li], dtype=np.float64) for li in layer_ids}}
 
