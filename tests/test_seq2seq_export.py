@@ -50,25 +50,6 @@ def tiny_t5(seed: int = 0, **overrides):
     return model
 
 
-def keep_decoder_blocks(model, keep: list[int]):
-    """Layer-pruned decoder: keep only blocks ``keep``; the relative-position bias (owned by block 0) moves to the
-    new first block and every layer index (the cache slot) is renumbered. The blocks are moved, not copied, so they
-    keep sharing the model's config (and its attention implementation)."""
-    blocks = model.decoder.block
-    bias = blocks[0].layer[0].SelfAttention.relative_attention_bias
-    new = torch.nn.ModuleList(blocks[i] for i in keep)
-    for i, block in enumerate(new):
-        attn = block.layer[0].SelfAttention
-        attn.has_relative_attention_bias = i == 0
-        attn.relative_attention_bias = bias if i == 0 else None
-        for module in block.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = i
-    model.decoder.block = new
-    model.config.num_decoder_layers = model.decoder.config.num_layers = len(keep)
-    return model
-
-
 def padded_batch(lengths=(9, 6, 3), seed: int = 1):
     """Three inputs of different lengths, right-padded with PAD (ids >= 2 so no pad/eos inside)."""
     rng = np.random.default_rng(seed)
@@ -97,7 +78,11 @@ def export_case(tmp_path_factory):
         if case not in done:
             model = tiny_t5(**CASES[case])
             if case == "pruned decoder":
-                keep_decoder_blocks(model, [1])  # drop the block that owned the position bias: the harder case
+                # drop the block that owned the position bias: the harder case
+                from probscale_edge.prune import SubnetworkSpec
+                from probscale_edge.seq2seq import Seq2SeqSpec, apply_seq2seq_spec
+
+                apply_seq2seq_spec(model, Seq2SeqSpec(SubnetworkSpec([0, 1]), SubnetworkSpec([1])), inplace=True)
             out = tmp_path_factory.mktemp("seq2seq")
             done[case] = case, model, out, export_t5_seq2seq(model, out, opset=17)
         return done[case]

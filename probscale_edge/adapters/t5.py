@@ -1,10 +1,16 @@
-"""T5 encoder (for classification): ``encoder.block``; block 0 owns the relative-position bias.
+"""T5: the encoder (for classification, ``encoder.block``) and, for text-to-text, the decoder's
+self-attention and cross-attention (``decoder.block``). Block 0 of each stack owns its relative-position bias.
 
 The first block computes the bias [1, H, L, L] for all H heads and returns it; ``T5Stack`` passes
 it on to every later block. A head-pruned block holds the source indices of its heads (buffer
 ``HEAD_IDS`` on its ``SelfAttention``); a forward pre-hook gives the attention only those rows of
 the bias (computing the full bias first when the block owns ``relative_attention_bias``) and a
-forward hook returns the *full* bias, so later blocks still see every head.
+forward hook returns the *full* bias, so later blocks still see every head. In the decoder the full
+bias is computed for the cached positions too (the keys are past + new tokens).
+
+Cross-attention has no position bias: block 0 hands a zero bias of *its* head count to every later
+block, which breaks as soon as blocks keep different numbers of cross-attention heads. A head-pruned
+cross-attention drops the bias it is handed, so each block makes zeros of its own head count.
 """
 
 from probscale_edge.adapters.base import HEAD_IDS, Adapter, register
@@ -27,7 +33,10 @@ def _select_bias_heads(attn, args, kwargs):
             return None  # no bias anywhere (not a T5 encoder layout): nothing to select
         hs = kwargs.get("hidden_states", args[0] if args else None)
         n = hs.shape[1]
-        full = attn.compute_bias(n, n, device=hs.device)
+        cache = kwargs.get("cache")
+        past = cache.get_seq_length(attn.layer_idx) if cache is not None and attn.is_decoder else 0
+        past = past.clone() if hasattr(past, "clone") else past  # as T5Attention does (a static cache's tensor)
+        full = attn.compute_bias(n, past + n, device=hs.device, past_seen_tokens=past)
     kwargs["position_bias"] = full.index_select(1, ids)
     kwargs[_FULL_BIAS] = full
     return args, kwargs
@@ -88,3 +97,53 @@ class T5EncoderAdapter(Adapter):
     def install_head_map(self, attn):
         attn.register_forward_pre_hook(_select_bias_heads, with_kwargs=True)
         attn.register_forward_hook(_return_full_bias, with_kwargs=True)
+
+
+def _own_zero_bias(attn, args, kwargs):
+    """Forward pre-hook of a head-pruned cross-attention: drop the zero bias block 0 made for its own head count."""
+    args, kwargs = tuple(args), dict(kwargs)
+    if len(args) > 3:
+        kwargs.update(zip(("position_bias", "cache"), args[3:]))
+        args = args[:3]
+    kwargs["position_bias"] = None
+    return args, kwargs
+
+
+class T5DecoderAdapter(T5EncoderAdapter):
+    """The decoder stack of a T5ForConditionalGeneration: self-attention heads, FFN neurons, whole blocks.
+    Not registered by model type (the registry's "t5" is the encoder); :mod:`probscale_edge.seq2seq` uses it."""
+
+    model_types = ()
+    layers_path = "decoder.block"
+    num_layers_key = "num_decoder_layers"
+    ffn_in = "layer.2.DenseReluDense.wi"
+    ffn_out = "layer.2.DenseReluDense.wo"
+
+    def keep_layers(self, model, keep):
+        blocks = self.layers(model)
+        bias = blocks[0].layer[0].SelfAttention.relative_attention_bias
+        Adapter.keep_layers(self, model, keep)
+        for i, blk in enumerate(self.layers(model)):
+            att = blk.layer[0].SelfAttention
+            att.has_relative_attention_bias = i == 0
+            att.relative_attention_bias = bias if i == 0 else None
+        model.config.num_decoder_layers = model.decoder.config.num_layers = len(keep)
+
+
+class T5CrossAttentionAdapter(T5DecoderAdapter):
+    """The decoder's cross-attention heads (queries from the decoder, keys and values from the encoder)."""
+
+    q = "layer.1.EncDecAttention.q"
+    k = "layer.1.EncDecAttention.k"
+    v = "layer.1.EncDecAttention.v"
+    o = "layer.1.EncDecAttention.o"
+    attn_module = "layer.1.EncDecAttention"
+    shared_position_bias = False
+
+    def own_zero_bias(self, model) -> None:
+        """Every cross-attention makes its own zero bias (needed once blocks differ in cross-attention heads)."""
+        for blk in self.layers(model):
+            attn = self._get(blk, self.attn_module)
+            if not getattr(attn, "_probscale_own_bias", False):
+                attn.register_forward_pre_hook(_own_zero_bias, with_kwargs=True)
+                attn._probscale_own_bias = True

@@ -1,0 +1,199 @@
+"""Surgery for T5 encoder-decoders (text-to-text): encoder and decoder blocks, self- and cross-attention
+heads, FFN neurons, each per layer; a folder format that saves and reloads the non-uniform shapes.
+
+The spec is plain data, as for classifiers: the encoder part is a :class:`SubnetworkSpec` (indices into
+the source encoder), the decoder part is one too (its ``heads`` are the self-attention heads) plus
+``cross_heads`` (cross-attention heads per kept decoder block). The three adapters
+(:class:`~probscale_edge.adapters.t5.T5EncoderAdapter`, ``T5DecoderAdapter``, ``T5CrossAttentionAdapter``)
+name the modules; :mod:`probscale_edge.prune` slices them. A pruned model exports with
+:func:`probscale_edge.converters.seq2seq.export_t5_seq2seq` (per-layer cache shapes come from the modules).
+
+Position biases: each stack's block 0 owns its relative-position bias. A dropped block 0 hands it to the
+new first block; head-pruned blocks take their heads' rows of it (see the adapters). Cross-attention has
+no learned bias; once cross-attention heads are pruned every block makes its own zero bias.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probscale_edge.errors import ProbscaleError
+from probscale_edge.prune import SubnetworkSpec, prune_ffn, prune_heads
+
+FOLDER_FORMAT = "probscale-edge/seq2seq-model-v1"
+SHAPES_FILE = "probscale_seq2seq.json"
+
+
+def _adapters():
+    from probscale_edge.adapters.t5 import T5CrossAttentionAdapter, T5DecoderAdapter, T5EncoderAdapter
+
+    return T5EncoderAdapter(), T5DecoderAdapter(), T5CrossAttentionAdapter()
+
+
+@dataclass
+class Seq2SeqSpec:
+    encoder: SubnetworkSpec
+    decoder: SubnetworkSpec
+    cross_heads: dict = field(default_factory=dict)  # decoder block (source index, str) -> kept cross heads
+
+    def to_dict(self) -> dict:
+        return {"encoder": self.encoder.to_dict(), "decoder": self.decoder.to_dict(), "cross_heads": self.cross_heads}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Seq2SeqSpec":
+        return cls(SubnetworkSpec.from_dict(d["encoder"]), SubnetworkSpec.from_dict(d["decoder"]),
+                   dict(d.get("cross_heads", {})))
+
+
+def _check_t5(model) -> None:
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "model_type", None) != "t5" or not getattr(cfg, "is_encoder_decoder", False):
+        raise ProbscaleError(f"encoder-decoder surgery supports T5ForConditionalGeneration, got {type(model).__name__}",
+                             "load the model with T5ForConditionalGeneration (classifiers use prune.apply_spec)")
+    if getattr(cfg, "is_gated_act", False):
+        raise ProbscaleError("gated-FFN T5 (v1.1, Flan-T5: wi_0/wi_1) is not supported by the surgery yet",
+                             "use a T5 v1.0 checkpoint (e.g. t5-small/t5-base), or prune whole blocks only")
+
+
+def _check_layers(kind: str, keep, n: int) -> list[int]:
+    keep = [int(i) for i in keep]
+    if not keep or any(not 0 <= i < n for i in keep) or len(set(keep)) != len(keep):
+        raise ProbscaleError(f"seq2seq spec keeps invalid {kind} blocks {keep} for {n} blocks",
+                             f"give 1 to {n} distinct indices in [0, {n})")
+    return keep
+
+
+def apply_seq2seq_spec(model, spec: Seq2SeqSpec, inplace: bool = False):
+    """A physically pruned copy of a ``T5ForConditionalGeneration`` (or prune in place)."""
+    _check_t5(model)
+    m = model if inplace else copy.deepcopy(model)
+    enc_a, dec_a, cross_a = _adapters()
+    enc_keep = _check_layers("encoder", spec.encoder.keep_layers, enc_a.num_layers(m))
+    dec_keep = _check_layers("decoder", spec.decoder.keep_layers, dec_a.num_layers(m))
+    for adapter, part, keep in ((enc_a, spec.encoder, enc_keep), (dec_a, spec.decoder, dec_keep)):
+        layers = adapter.layers(m)
+        for src in keep:
+            if str(src) in part.heads:
+                prune_heads(m, adapter, layers[src], [int(h) for h in part.heads[str(src)]])
+            if str(src) in part.ffn:
+                prune_ffn(m, adapter, layers[src], [int(j) for j in part.ffn[str(src)]])
+    layers = dec_a.layers(m)
+    for src, heads in spec.cross_heads.items():
+        if int(src) not in dec_keep:
+            raise ProbscaleError(f"seq2seq spec prunes cross-attention of decoder block {src}, which it drops",
+                                 "list cross_heads only for kept decoder blocks")
+        prune_heads(m, cross_a, layers[int(src)], [int(h) for h in heads])
+    if spec.cross_heads:
+        cross_a.own_zero_bias(m)
+    enc_a.keep_layers(m, enc_keep)
+    dec_a.keep_layers(m, dec_keep)
+    return m
+
+
+def layer_shapes(model) -> dict:
+    """{"encoder": [{heads, ffn[, head_ids]}], "decoder": [{heads, ffn[, head_ids], cross_heads}]}."""
+    enc_a, dec_a, cross_a = _adapters()
+    enc = [enc_a.layer_shape(model, layer) for layer in enc_a.layers(model)]
+    dec = []
+    for layer in dec_a.layers(model):
+        shape = dec_a.layer_shape(model, layer)
+        shape["cross_heads"] = cross_a.layer_shape(model, layer)["heads"]
+        dec.append(shape)
+    return {"encoder": enc, "decoder": dec}
+
+
+def param_counts(model) -> dict:
+    """Total, embedding (the shared table, counted once, and any separate decoder input table) and the rest."""
+    total = sum(p.numel() for p in model.parameters())  # parameters() counts tied tensors once
+    emb = {id(p): p.numel() for mod in (model.shared, model.decoder.embed_tokens, model.encoder.embed_tokens)
+           for p in mod.parameters()}
+    lm = model.lm_head.weight
+    if id(lm) not in emb and not getattr(model.config, "tie_word_embeddings", True):
+        emb[id(lm)] = lm.numel()  # an untied output table is an embedding-sized matrix too
+    e = sum(emb.values())
+    return {"total": int(total), "embedding": int(e), "non_embedding": int(total - e)}
+
+
+def save_seq2seq(model, tokenizer, folder) -> Path:
+    """Write a reloadable folder (transformers' files + the per-layer shapes), atomically."""
+    import shutil
+    import tempfile
+
+    _check_t5(model)
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        (tmp / SHAPES_FILE).write_text(json.dumps({"format": FOLDER_FORMAT, "shapes": layer_shapes(model)}, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_seq2seq(folder):
+    """Reload a folder written by :func:`save_seq2seq`: fresh blocks are cut to the recorded shapes (the
+    recorded source heads where a position bias depends on them), then the weights load strictly."""
+    from safetensors.torch import load_file
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = Path(folder)
+    meta_path = folder / SHAPES_FILE
+    if not meta_path.exists():
+        raise ProbscaleError(f"{folder} is not a probscale-edge seq2seq folder (no {SHAPES_FILE})",
+                             "save it with probscale_edge.seq2seq.save_seq2seq")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FOLDER_FORMAT:
+        raise ProbscaleError(f"{meta_path} has format {meta.get('format')!r}, expected {FOLDER_FORMAT!r}",
+                             "re-save the model with this version of probscale-edge")
+    cfg = T5Config.from_pretrained(str(folder))
+    model = T5ForConditionalGeneration(cfg)
+    enc_a, dec_a, cross_a = _adapters()
+    shapes = meta["shapes"]
+    for adapter, rows in ((enc_a, shapes["encoder"]), (dec_a, shapes["decoder"])):
+        layers = adapter.layers(model)
+        if len(rows) != len(layers):
+            raise ProbscaleError(f"{meta_path} lists {len(rows)} blocks where the config has {len(layers)}",
+                                 "the folder is inconsistent: save it again")
+        for layer, shape in zip(layers, rows):
+            cur = adapter.layer_shape(model, layer)
+            if shape["heads"] != cur["heads"] or shape.get("head_ids"):
+                prune_heads(model, adapter, layer, [int(h) for h in shape.get("head_ids") or range(shape["heads"])])
+            if shape["ffn"] != cur["ffn"]:
+                prune_ffn(model, adapter, layer, list(range(shape["ffn"])))
+    cross = [row["cross_heads"] for row in shapes["decoder"]]
+    if any(c != cfg.num_heads for c in cross):
+        for layer, c in zip(dec_a.layers(model), cross):
+            if c != cfg.num_heads:
+                prune_heads(model, cross_a, layer, list(range(c)))
+        cross_a.own_zero_bias(model)
+    state = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    import torch
+
+    # tables saved apart from the shared one (an untied decoder input table or LM head) get their own module,
+    # so that loading them does not overwrite the shared table they are tied to in a fresh model
+    shared = state.get("shared.weight")
+    for key, owner, attr in (("encoder.embed_tokens.weight", model.encoder, "embed_tokens"),
+                             ("decoder.embed_tokens.weight", model.decoder, "embed_tokens"),
+                             ("lm_head.weight", model, "lm_head")):
+        if key in state and shared is not None and not torch.equal(state[key], shared):
+            rows, cols = state[key].shape
+            setattr(owner, attr, torch.nn.Embedding(rows, cols) if attr == "embed_tokens"
+                    else torch.nn.Linear(cols, rows, bias=False))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}  # saved once, as shared
+    if [k for k in missing if k not in tied] or unexpected:
+        raise ProbscaleError(f"{folder}: weights do not match the recorded shapes (missing {list(missing)[:3]}, "
+                             f"unexpected {list(unexpected)[:3]})", "save the model again with save_seq2seq")
+    return model.eval()
