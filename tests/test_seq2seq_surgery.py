@@ -165,3 +165,28 @@ def test_bad_specs_and_models_are_clear_errors(tmp_path, tiny_bert):
     with pytest.raises(ProbscaleError, match="not a probscale-edge seq2seq folder"):
         load_seq2seq(tmp_path)
     assert len(model.decoder.block) == 2  # nothing was cut in place
+
+
+def test_cli_prunes_exports_and_leaves_nothing_on_bad_input(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    src = tmp_path / "t5"
+    tiny_t5().save_pretrained(str(src))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(NON_UNIFORM.to_dict()))
+    out = tmp_path / "pruned"
+    cmd = [sys.executable, "-m", "probscale_edge", "prune-seq2seq", "--model", str(src), "--spec", str(spec), "-o", str(out)]
+    r = subprocess.run(cmd + ["--onnx"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[PASS] reload" in r.stderr and "[PASS] ONNX greedy generation" in r.stderr
+    assert layer_shapes(load_seq2seq(out))["decoder"][0]["cross_heads"] == 2
+    assert (out / "onnx" / "decoder_with_past.onnx").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True)  # exists, no --force
+    assert again.returncode == 2 and "already exists" in again.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"encoder": {"keep_layers": [0, 7]}, "decoder": {"keep_layers": [0]}}))
+    r = subprocess.run(cmd[:-4] + ["--spec", str(bad), "-o", str(tmp_path / "never")], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid encoder blocks" in r.stderr
+    assert not (tmp_path / "never").exists() and not list(tmp_path.glob(".never*"))
