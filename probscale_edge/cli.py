@@ -556,14 +556,19 @@ def prune(model, spec_path, num_labels, output):
 @main.command("prune-seq2seq")
 @click.option("--model", required=True, type=click.Path(exists=True, file_okay=False),
               help="A T5 (v1.0) encoder-decoder folder (transformers layout, or one this command wrote).")
-@click.option("--spec", "spec_path", type=click.Path(exists=True), required=True,
+@click.option("--spec", "spec_path", type=click.Path(exists=True), default=None,
               help='JSON: {"encoder": {keep_layers, heads, ffn}, "decoder": {keep_layers, heads, ffn}, "cross_heads": {}}')
+@click.option("--budget", type=float, default=None,
+              help="Instead of --spec: keep this fraction of the blocks' head and FFN parameters, chosen by Fisher "
+              "importance for the text-to-text loss on --data.")
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV with source and target columns (the pairs --budget scores units on; 256 are used).")
 @click.option("-o", "--output", type=click.Path(), required=True, help="Folder for the pruned model.")
 @click.option("--onnx", "with_onnx", is_flag=True,
               help="Also export encoder/decoder/decoder_with_past ONNX (key/value cache) into OUTPUT/onnx, "
               "checked by greedy generation against PyTorch.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def prune_seq2seq(model, spec_path, output, with_onnx, force):
+def prune_seq2seq(model, spec_path, budget, data_path, output, with_onnx, force):
     """Cut a T5 encoder-decoder (text-to-text) to a spec: blocks, self/cross-attention heads, FFN neurons.
 
     The pruned model is reloaded and compared with the in-memory one (and with --onnx, exported and
@@ -580,12 +585,28 @@ def prune_seq2seq(model, spec_path, output, with_onnx, force):
     out = Path(output)
     if out.exists() and not force:
         raise ProbscaleError(f"{out} already exists", "pass --force to replace it, or another -o")
-    try:
-        d = json.loads(Path(spec_path).read_text())
-        spec = Seq2SeqSpec.from_dict(d.get("spec", d))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ProbscaleError(f"{spec_path} is not a seq2seq spec ({type(e).__name__}: {e})",
-                             'give {"encoder": {"keep_layers": [...]}, "decoder": {"keep_layers": [...]}}') from None
+    if (spec_path is None) == (budget is None) or (budget is not None) != (data_path is not None):
+        raise ProbscaleError("give either --spec FILE, or --budget F with --data pairs.csv",
+                             "e.g. --budget 0.25 --data pairs.csv (columns source,target)")
+    spec = pairs = None
+    if spec_path:
+        try:
+            d = json.loads(Path(spec_path).read_text())
+            spec = Seq2SeqSpec.from_dict(d.get("spec", d))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ProbscaleError(f"{spec_path} is not a seq2seq spec ({type(e).__name__}: {e})",
+                                 'give {"encoder": {"keep_layers": [...]}, "decoder": {"keep_layers": [...]}}') from None
+    else:
+        import csv
+
+        if not 0 < budget <= 1:
+            raise ProbscaleError(f"--budget {budget:g} is not a fraction in (0, 1]", "pass e.g. --budget 0.25")
+        with open(data_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"source", "target"} <= set(rows[0]):
+            raise ProbscaleError(f"{data_path} needs source and target columns (found {sorted(rows[0]) if rows else 'no rows'})",
+                                 "write a CSV with a header line: source,target")
+        pairs = [r["source"] for r in rows], [r["target"] for r in rows]
     cfg_path = Path(model) / "config.json"
     kind = json.loads(cfg_path.read_text()).get("model_type") if cfg_path.exists() else None
     if kind != "t5":
@@ -603,12 +624,21 @@ def prune_seq2seq(model, spec_path, output, with_onnx, force):
 
         tok = AutoTokenizer.from_pretrained(model)
     before = param_counts(m)
+    if spec is None:
+        from probscale_edge.seq2seq import select_seq2seq, unit_scores
+
+        if tok is None:
+            raise ProbscaleError(f"{model} has no tokenizer, which --budget needs to read --data",
+                                 "save the tokenizer into the model folder, or pass --spec")
+        spec = select_seq2seq(m, unit_scores(m, tok, *pairs), budget)
+        click.echo(f"selected by Fisher importance under budget {budget:g} (kept in {out}/spec.json)", err=True)
     p = apply_seq2seq_spec(m, spec, inplace=True)
     after = param_counts(p)
     staging = out.with_name(f".{out.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         save_seq2seq(p, tok, staging)
+        (staging / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(2, p.config.vocab_size, (3, 12), generator=g)
         mask = torch.ones_like(ids)

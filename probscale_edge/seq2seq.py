@@ -197,3 +197,131 @@ def load_seq2seq(folder):
         raise ProbscaleError(f"{folder}: weights do not match the recorded shapes (missing {list(missing)[:3]}, "
                              f"unexpected {list(unexpected)[:3]})", "save the model again with save_seq2seq")
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- selection
+# (stack, role path of the output projection whose input is captured, kind); kinds: heads, cross, ffn
+_UNITS = (("encoder", "layer.0.SelfAttention.o", "heads"), ("encoder", "layer.1.DenseReluDense.wo", "ffn"),
+          ("decoder", "layer.0.SelfAttention.o", "heads"), ("decoder", "layer.1.EncDecAttention.o", "cross"),
+          ("decoder", "layer.2.DenseReluDense.wo", "ffn"))
+
+
+def unit_scores(model, tokenizer, sources, targets, max_examples: int = 256, batch_size: int = 16,
+                max_length: int = 128, seed: int = 0) -> dict:
+    """Fisher importance of every head (encoder self, decoder self, cross) and FFN neuron for the text-to-text
+    loss on (source, target) pairs: per example, (sum over tokens of activation x gradient)^2, summed.
+    -> {(stack, layer, kind): np.ndarray}."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from probscale_edge import distributed as dist
+    from probscale_edge.adapters.base import Adapter
+
+    _check_t5(model)
+    if len(sources) != len(targets) or not sources:
+        raise ProbscaleError(f"{len(sources)} sources and {len(targets)} targets", "give one target per source, at least one")
+    idx = list(range(len(sources)))
+    random.Random(seed).shuffle(idx)
+    idx = idx[:max_examples]
+    d_kv = model.config.d_kv
+    captured, handles, scores = {}, [], {}
+
+    def hook(key):
+        def fn(mod, inp):
+            inp[0].retain_grad()
+            captured[key] = inp[0]
+        return fn
+
+    for stack, path, kind in _UNITS:
+        for li, blk in enumerate(getattr(model, stack).block):
+            handles.append(Adapter._get(blk, path).register_forward_pre_hook(hook((stack, li, kind))))
+    was_training = model.training
+    model.eval()
+    try:
+        with dist.on_device(model) as dev:
+            for b in range(0, len(idx), batch_size):
+                rows = idx[b:b + batch_size]
+                enc = tokenizer([sources[i] for i in rows], truncation=True, max_length=max_length, padding=True,
+                                return_tensors="pt")
+                lab = tokenizer([targets[i] for i in rows], truncation=True, max_length=max_length, padding=True,
+                                return_tensors="pt")
+                labels = lab["input_ids"].masked_fill(lab["attention_mask"] == 0, -100)
+                model.zero_grad(set_to_none=True)
+                out = model(input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev),
+                            labels=labels.to(dev))
+                out.loss.backward()
+                masks = {"encoder": enc["attention_mask"].to(dev), "decoder": lab["attention_mask"].to(dev)}
+                for (stack, li, kind), x in captured.items():
+                    per = x.detach() * x.grad * masks[stack].unsqueeze(-1)
+                    if kind != "ffn":  # [B, L, heads * d_kv] -> per head
+                        per = per.view(*per.shape[:2], -1, d_kv).sum(-1)
+                    s = (per.sum(1) ** 2).sum(0).cpu().numpy().astype(np.float64)
+                    scores[(stack, li, kind)] = scores.get((stack, li, kind), 0.0) + s
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return scores
+
+
+def select_seq2seq(model, scores: dict, budget: float, min_heads: int = 1, min_neurons: int = 16) -> Seq2SeqSpec:
+    """Heads and FFN neurons to keep so that the blocks hold at most ``budget`` of their parameters.
+
+    Every block is kept. Units are ranked by Fisher score over the mean score of their kind in their block
+    (so blocks compare on one scale) and removed lowest first; attention (self and cross) and FFN lose the
+    same fraction of their parameters, so neither is emptied. Per-block shapes come out non-uniform."""
+    if not 0 < budget <= 1:
+        raise ProbscaleError(f"budget {budget} is not a fraction in (0, 1]", "pass e.g. 0.25 to keep a quarter")
+    shapes = layer_shapes(model)
+    d, d_kv = model.config.d_model, model.config.d_kv
+    head_cost, neuron_cost = 4 * d * d_kv, 2 * d  # T5's projections have no biases
+    size = {(st, li, kind): (shapes[st][li]["cross_heads"] if kind == "cross" else shapes[st][li][kind])
+            for st, li, kind in scores}
+    att = sum(n * head_cost for (st, li, kind), n in size.items() if kind != "ffn")
+    ffn = sum(n * neuron_cost for (st, li, kind), n in size.items() if kind == "ffn")
+    frac = 1 - budget
+    keep = {k: set(range(n)) for k, n in size.items()}
+
+    def ranked(group):
+        items = []
+        for k, s in scores.items():
+            if k[2] in group:
+                live = s[s > 0]
+                items += [(float(v / ((live.mean() if live.size else 0.0) + 1e-12)), k, j) for j, v in enumerate(s)]
+        return sorted(items, key=lambda r: r[0])
+
+    removed = 0
+    groups = ((("heads", "cross"), head_cost, min_heads, frac * att), (("ffn",), neuron_cost, min_neurons, frac * ffn))
+    for group, cost, floor, allowance in groups:
+        got = 0
+        for _, k, j in ranked(group):
+            if got + cost > allowance + 1e-9 or len(keep[k]) <= floor:
+                continue
+            keep[k].discard(j)
+            got += cost
+        removed += got
+    # what whole heads and the floors left over comes out of the FFN, then out of the heads
+    for group, cost, floor, _ in reversed(groups):
+        for _, k, j in ranked(group):
+            if removed >= frac * (att + ffn) - 1e-9:
+                break
+            if j in keep[k] and len(keep[k]) > floor:
+                keep[k].discard(j)
+                removed += cost
+
+    def part(stack, kind):
+        return {str(li): sorted(keep[(st, li, kd)]) for (st, li, kd) in keep
+                if st == stack and kd == kind and len(keep[(st, li, kd)]) < size[(st, li, kd)]}
+
+    n_enc, n_dec = len(shapes["encoder"]), len(shapes["decoder"])
+    return Seq2SeqSpec(SubnetworkSpec(list(range(n_enc)), part("encoder", "heads"), part("encoder", "ffn")),
+                       SubnetworkSpec(list(range(n_dec)), part("decoder", "heads"), part("decoder", "ffn")),
+                       part("decoder", "cross"))
+
+
+def block_params(model) -> int:
+    """Parameters in the encoder and decoder blocks (what a budget is a fraction of)."""
+    return sum(p.numel() for stack in (model.encoder, model.decoder) for p in stack.block.parameters())

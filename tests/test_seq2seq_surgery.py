@@ -36,7 +36,7 @@ def tiny_t5(layers=3, **over):
               pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     kw.update(over)
     m = T5ForConditionalGeneration(T5Config(**kw)).eval()
-    m.decoder.embed_tokens = torch.nn.Embedding(V, D)
+    m.decoder.embed_tokens = torch.nn.Embedding(kw["vocab_size"], D)
     torch.nn.init.normal_(m.decoder.embed_tokens.weight)
     return m
 
@@ -190,3 +190,69 @@ def test_cli_prunes_exports_and_leaves_nothing_on_bad_input(tmp_path):
     r = subprocess.run(cmd[:-4] + ["--spec", str(bad), "-o", str(tmp_path / "never")], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid encoder blocks" in r.stderr
     assert not (tmp_path / "never").exists() and not list(tmp_path.glob(".never*"))
+
+
+def test_fisher_selection_meets_the_budget_and_drops_dead_units_first(minilm_dir):
+    """select_seq2seq on text-to-text Fisher scores: the blocks' heads and neurons end at the budget, and units
+    that cannot affect the loss (their output weights zeroed) score 0 and are the first to go."""
+    from transformers import AutoTokenizer
+
+    from probscale_edge.seq2seq import block_params, select_seq2seq, unit_scores
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir))
+    model = tiny_t5(vocab_size=len(tok))
+    with torch.no_grad():
+        model.decoder.block[1].layer[0].SelfAttention.o.weight[:, 2 * DKV:3 * DKV] = 0  # decoder self head 2
+        model.decoder.block[0].layer[1].EncDecAttention.o.weight[:, :DKV] = 0  # cross head 0 of block 0
+        model.encoder.block[0].layer[1].DenseReluDense.wo.weight[:, :10] = 0  # encoder neurons 0-9
+    sources = [f"translate number {i} into words please" for i in range(40)]
+    targets = [f"the number is {i}" for i in range(40)]
+    scores = unit_scores(model, tok, sources, targets, max_examples=32, batch_size=8)
+    assert set(scores) == {(st, li, kind) for st, _, kind in
+                           [("encoder", 0, "heads"), ("encoder", 0, "ffn"), ("decoder", 0, "heads"),
+                            ("decoder", 0, "cross"), ("decoder", 0, "ffn")] for li in range(3)}
+    assert scores[("decoder", 1, "heads")][2] == 0 and scores[("decoder", 0, "cross")][0] == 0
+    assert (scores[("encoder", 0, "ffn")][:10] == 0).all() and (scores[("encoder", 0, "ffn")][10:] > 0).all()
+    units = lambda m: block_params(m) - sum(p.numel() for st in (m.encoder, m.decoder) for n, p in  # noqa: E731
+                                            st.block.named_parameters() if "layer_norm" in n or "relative" in n)
+    before = units(model)
+    spec = select_seq2seq(model, scores, budget=0.4)
+    pruned = apply_seq2seq_spec(model, spec)
+    assert 0.4 * before - 4 * D * DKV <= units(pruned) <= 0.4 * before + 1e-9
+    assert 2 not in spec.decoder.heads["1"] and 0 not in spec.cross_heads["0"]
+    assert not set(range(10)) & set(spec.encoder.ffn["0"])
+    shapes = layer_shapes(pruned)
+    assert len({s["ffn"] for s in shapes["encoder"] + shapes["decoder"]}) > 1  # non-uniform
+    with torch.no_grad():
+        ids = tok(sources[:2], return_tensors="pt", padding=True)
+        assert torch.isfinite(pruned(**ids, decoder_input_ids=ids["input_ids"][:, :4]).logits).all()
+    with pytest.raises(ProbscaleError, match="not a fraction"):
+        select_seq2seq(model, scores, budget=1.5)
+
+
+def test_cli_selects_by_budget_from_pairs(tmp_path, minilm_dir):
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    src = tmp_path / "t5"
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir))
+    tiny_t5(vocab_size=len(tok)).save_pretrained(str(src))
+    tok.save_pretrained(str(src))
+    data = tmp_path / "pairs.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["source", "target"])
+        w.writerows([(f"what is {i} plus {i}", f"it is {2 * i}") for i in range(30)])
+    out = tmp_path / "pruned"
+    base = [sys.executable, "-m", "probscale_edge", "prune-seq2seq", "--model", str(src), "-o", str(out)]
+    r = subprocess.run(base + ["--budget", "0.3", "--data", str(data)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    spec = Seq2SeqSpec.from_dict(json.loads((out / "spec.json").read_text()))
+    assert spec.encoder.ffn and spec.decoder.ffn and spec.cross_heads  # every kind was cut
+    assert layer_shapes(load_seq2seq(out)) == layer_shapes(apply_seq2seq_spec(tiny_t5(vocab_size=len(tok)), spec))
+    r = subprocess.run(base + ["--force", "--budget", "0.3"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--budget F with --data" in r.stderr
