@@ -334,8 +334,6 @@ def budget_for_compression(cfg: BuildConfig, model, tokenizer, task) -> float:
 
     if cfg.compression <= 1:
         raise ProbscaleError(f"--compression {cfg.compression:g} must be above 1", "pass e.g. --compression 5 for 5x fewer parameters")
-    if cfg.compression_basis not in ("total", "non-embedding"):
-        raise ProbscaleError(f"unknown --compression-basis {cfg.compression_basis!r}", "use total or non-embedding")
     counts = model.param_counts()
     emb = model.adapter.word_embeddings(model.encoder)
     V, H = emb.weight.shape
@@ -374,6 +372,8 @@ def build(cfg: BuildConfig, log=_log) -> dict:
                              "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
     if not cfg.tasks:
         raise ProbscaleError("no task given", "pass --task NAME or --data FILE")
+    if cfg.compression_basis not in ("total", "non-embedding"):
+        raise ProbscaleError(f"unknown --compression-basis {cfg.compression_basis!r}", "use total or non-embedding")
     table = None
     if cfg.max_latency_ms is not None:
         if cfg.max_latency_ms <= 0:
