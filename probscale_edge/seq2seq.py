@@ -73,6 +73,10 @@ def apply_seq2seq_spec(model, spec: Seq2SeqSpec, inplace: bool = False):
     enc_a, dec_a, cross_a = _adapters()
     enc_keep = _check_layers("encoder", spec.encoder.keep_layers, enc_a.num_layers(m))
     dec_keep = _check_layers("decoder", spec.decoder.keep_layers, dec_a.num_layers(m))
+    for src in spec.cross_heads:  # checked before anything is cut (in place, a half-cut model would remain)
+        if int(src) not in dec_keep:
+            raise ProbscaleError(f"seq2seq spec prunes cross-attention of decoder block {src}, which it drops",
+                                 "list cross_heads only for kept decoder blocks")
     for adapter, part, keep in ((enc_a, spec.encoder, enc_keep), (dec_a, spec.decoder, dec_keep)):
         layers = adapter.layers(m)
         for src in keep:
@@ -82,9 +86,6 @@ def apply_seq2seq_spec(model, spec: Seq2SeqSpec, inplace: bool = False):
                 prune_ffn(m, adapter, layers[src], [int(j) for j in part.ffn[str(src)]])
     layers = dec_a.layers(m)
     for src, heads in spec.cross_heads.items():
-        if int(src) not in dec_keep:
-            raise ProbscaleError(f"seq2seq spec prunes cross-attention of decoder block {src}, which it drops",
-                                 "list cross_heads only for kept decoder blocks")
         prune_heads(m, cross_a, layers[int(src)], [int(h) for h in heads])
     if spec.cross_heads:
         cross_a.own_zero_bias(m)
@@ -111,7 +112,7 @@ def param_counts(model) -> dict:
     emb = {id(p): p.numel() for mod in (model.shared, model.decoder.embed_tokens, model.encoder.embed_tokens)
            for p in mod.parameters()}
     lm = model.lm_head.weight
-    if id(lm) not in emb and not getattr(model.config, "tie_word_embeddings", True):
+    if id(lm) not in emb:
         emb[id(lm)] = lm.numel()  # an untied output table is an embedding-sized matrix too
     e = sum(emb.values())
     return {"total": int(total), "embedding": int(e), "non_embedding": int(total - e)}

@@ -154,7 +154,8 @@ def test_bad_specs_and_models_are_clear_errors(tmp_path, tiny_bert):
     with pytest.raises(ProbscaleError, match="invalid encoder blocks"):
         apply_seq2seq_spec(model, Seq2SeqSpec(SubnetworkSpec([]), SubnetworkSpec([0])))
     with pytest.raises(ProbscaleError, match="which it drops"):
-        apply_seq2seq_spec(model, Seq2SeqSpec(enc, SubnetworkSpec([1]), {"0": [1]}))
+        apply_seq2seq_spec(model, Seq2SeqSpec(enc, SubnetworkSpec([1], {"1": [0]}), {"0": [1]}), inplace=True)
+    assert layer_shapes(model)["decoder"][1]["heads"] == H  # refused before anything was cut
     with pytest.raises(ProbscaleError, match="gated-FFN"):
         apply_seq2seq_spec(tiny_t5(layers=2, feed_forward_proj="gated-gelu"), Seq2SeqSpec(enc, SubnetworkSpec([0])))
     from probscale_edge.modeling import load_encoder
