@@ -213,9 +213,10 @@ def merge(paths) -> dict:
         model = model or r["model"]
         if r["model"] != model:
             raise SystemExit(f"{p} is a run of {r['model']}, not {model}: merge runs of one model")
-        args.append(r.get("args", {}))
+        a = r.get("args", {})
+        args += a if isinstance(a, list) else [a]  # a merged report holds its sources' args
         for x in r["rows"]:
-            x.setdefault("seed", r.get("args", {}).get("seed", 0))
+            x.setdefault("seed", a.get("seed", 0) if isinstance(a, dict) else 0)
             rows.append(x)
     rep = {"model": model, "rows": rows, "errors": [], "merged_from": [str(p) for p in paths], "args": args}
     return rep
