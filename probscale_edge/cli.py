@@ -573,21 +573,10 @@ def prune_seq2seq(model, spec_path, budget, data_path, output, with_onnx, force)
 
     The pruned model is reloaded and compared with the in-memory one (and with --onnx, exported and
     generated with) before the folder appears; a failed check leaves nothing behind."""
-    import shutil
     from pathlib import Path
 
-    import numpy as np
-    import torch
+    from probscale_edge.seq2seq import Seq2SeqSpec, prune_folder
 
-    from probscale_edge.seq2seq import (SHAPES_FILE, Seq2SeqSpec, apply_seq2seq_spec, load_seq2seq, param_counts,
-                                        save_seq2seq)
-
-    out = Path(output)
-    if out.exists() and not force:
-        raise ProbscaleError(f"{out} already exists", "pass --force to replace it, or another -o")
-    if (spec_path is None) == (budget is None) or (budget is not None) != (data_path is not None):
-        raise ProbscaleError("give either --spec FILE, or --budget F with --data pairs.csv",
-                             "e.g. --budget 0.25 --data pairs.csv (columns source,target)")
     spec = pairs = None
     if spec_path:
         try:
@@ -596,78 +585,20 @@ def prune_seq2seq(model, spec_path, budget, data_path, output, with_onnx, force)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ProbscaleError(f"{spec_path} is not a seq2seq spec ({type(e).__name__}: {e})",
                                  'give {"encoder": {"keep_layers": [...]}, "decoder": {"keep_layers": [...]}}') from None
-    else:
+    if data_path:
         import csv
 
-        if not 0 < budget <= 1:
-            raise ProbscaleError(f"--budget {budget:g} is not a fraction in (0, 1]", "pass e.g. --budget 0.25")
         with open(data_path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if not rows or not {"source", "target"} <= set(rows[0]):
             raise ProbscaleError(f"{data_path} needs source and target columns (found {sorted(rows[0]) if rows else 'no rows'})",
                                  "write a CSV with a header line: source,target")
         pairs = [r["source"] for r in rows], [r["target"] for r in rows]
-    cfg_path = Path(model) / "config.json"
-    kind = json.loads(cfg_path.read_text()).get("model_type") if cfg_path.exists() else None
-    if kind != "t5":
-        raise ProbscaleError(f"{model} is not a T5 model folder (model_type {kind!r})",
-                             "give a T5 encoder-decoder folder; encoders are cut with `prune`")
-    if (Path(model) / SHAPES_FILE).exists():
-        m = load_seq2seq(model)
-    else:
-        from transformers import T5ForConditionalGeneration
-
-        m = T5ForConditionalGeneration.from_pretrained(model).eval()
-    tok = None
-    if (Path(model) / "tokenizer_config.json").exists():
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(model)
-    before = param_counts(m)
-    if spec is None:
-        from probscale_edge.seq2seq import select_seq2seq, unit_scores
-
-        if tok is None:
-            raise ProbscaleError(f"{model} has no tokenizer, which --budget needs to read --data",
-                                 "save the tokenizer into the model folder, or pass --spec")
-        spec = select_seq2seq(m, unit_scores(m, tok, *pairs), budget)
-        click.echo(f"selected by Fisher importance under budget {budget:g} (kept in {out}/spec.json)", err=True)
-    p = apply_seq2seq_spec(m, spec, inplace=True)
-    after = param_counts(p)
-    staging = out.with_name(f".{out.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        save_seq2seq(p, tok, staging)
-        (staging / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
-        g = torch.Generator().manual_seed(0)
-        ids = torch.randint(2, p.config.vocab_size, (3, 12), generator=g)
-        mask = torch.ones_like(ids)
-        mask[1, 8:] = 0
-        dec = torch.randint(2, p.config.vocab_size, (3, 5), generator=g)
-        reloaded = load_seq2seq(staging)
-        with torch.no_grad():
-            diff = float((p(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
-                          - reloaded(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits).abs().max())
-        click.echo(f"[{'PASS' if diff <= 1e-5 else 'FAIL'}] reload: max |Δlogit| {diff:.1e}", err=True)
-        if diff > 1e-5:
-            raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model")
-        if with_onnx:
-            from probscale_edge.converters.seq2seq import export_t5_seq2seq, seq2seq_parity
-
-            export_t5_seq2seq(reloaded, staging / "onnx")
-            r = seq2seq_parity(reloaded, staging / "onnx", ids.numpy(), mask.numpy().astype(np.int64), max_new_tokens=16)
-            ok = r["tokens_equal"] and r["all_steps_max_abs_logit"] <= 1e-4
-            click.echo(f"[{'PASS' if ok else 'FAIL'}] ONNX greedy generation (16 tokens, key/value cache): tokens "
-                       f"{'equal' if r['tokens_equal'] else 'differ'}, max |Δlogit| {r['all_steps_max_abs_logit']}", err=True)
-            if not ok:
-                raise ProbscaleError("the ONNX export does not generate what PyTorch generates", "try another opset")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    rep = prune_folder(model, output, spec, budget, pairs, onnx=with_onnx, force=force,
+                       log=lambda m: click.echo(m, err=True))
+    before, after = rep["parameters"]["original"], rep["parameters"]["pruned"]
     click.echo(f"pruned T5: {after['total']:,} parameters ({after['non_embedding']:,} non-embedding; was "
-               f"{before['total']:,} / {before['non_embedding']:,}) -> {out}")
+               f"{before['total']:,} / {before['non_embedding']:,}) -> {output}")
 
 
 @main.command()

@@ -256,4 +256,4 @@ def test_cli_selects_by_budget_from_pairs(tmp_path, minilm_dir):
     assert spec.encoder.ffn and spec.decoder.ffn and spec.cross_heads  # every kind was cut
     assert layer_shapes(load_seq2seq(out)) == layer_shapes(apply_seq2seq_spec(tiny_t5(vocab_size=len(tok)), spec))
     r = subprocess.run(base + ["--force", "--budget", "0.3"], capture_output=True, text=True)
-    assert r.returncode == 2 and "--budget F with --data" in r.stderr
+    assert r.returncode == 2 and "a budget with (source, target) pairs" in r.stderr
