@@ -9,8 +9,9 @@ forward hook returns the *full* bias, so later blocks still see every head. In t
 bias is computed for the cached positions too (the keys are past + new tokens).
 
 Cross-attention has no position bias: block 0 hands a zero bias of *its* head count to every later
-block, which breaks as soon as blocks keep different numbers of cross-attention heads. A head-pruned
-cross-attention drops the bias it is handed, so each block makes zeros of its own head count.
+block, which breaks as soon as blocks keep different numbers of cross-attention heads. Once any
+cross-attention is head-pruned, every block's cross-attention drops the bias it is handed, so each
+makes zeros of its own head count.
 """
 
 from probscale_edge.adapters.base import HEAD_IDS, Adapter, register
@@ -100,7 +101,8 @@ class T5EncoderAdapter(Adapter):
 
 
 def _own_zero_bias(attn, args, kwargs):
-    """Forward pre-hook of a head-pruned cross-attention: drop the zero bias block 0 made for its own head count."""
+    """Forward pre-hook of a cross-attention in a decoder with pruned cross heads: drop the zero bias that block 0
+    made for its own head count (the attention then makes one of its own)."""
     args, kwargs = tuple(args), dict(kwargs)
     if len(args) > 3:
         kwargs.update(zip(("position_bias", "cache"), args[3:]))
