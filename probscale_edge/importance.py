@@ -26,6 +26,24 @@ class ImportanceConfig:
     seed: int = 0
 
 
+def fisher(x, mask, head_dim: int | None = None) -> np.ndarray:
+    """Fisher importance of the units of a captured projection input ``x`` ([B, L, units], its gradient
+    retained) over one batch: per example, (sum over real tokens of activation x gradient)^2, summed over the
+    batch. ``head_dim``: the units are heads of that width (their features are summed first)."""
+    per = x.detach() * (x.grad * mask.unsqueeze(-1).to(x.dtype))
+    if head_dim:
+        B, L, D = per.shape
+        per = per.view(B, L, D // head_dim, head_dim).sum(-1)
+    return (per.sum(1) ** 2).sum(0).cpu().numpy()
+
+
+def relative(s: np.ndarray) -> np.ndarray:
+    """Scores over the mean of a layer's live scores (masked units score 0 and do not lower the mean), so that
+    units of different layers compare on one scale."""
+    live = s[s > 0]
+    return s / ((live.mean() if live.size else 0.0) + 1e-12)
+
+
 def mask_units(model, keep: dict, layer_ids=None) -> list:
     """Zero the heads and FFN neurons that ``keep`` ({"heads"|"ffn": {layer: [kept ids]}}) leaves out, with
     forward pre-hooks on the output projections: the same function as cutting them (apply_spec), without
@@ -106,17 +124,9 @@ def unit_importance(model, tokenizer, tasks, weights, cfg: ImportanceConfig | No
                     else:
                         y = logits.argmax(-1).detach()
                     F.cross_entropy(logits, y, reduction="sum").backward()
-                    mask = enc["attention_mask"].unsqueeze(-1).float()
                     for li in layer_ids:
-                        x = captured[("h", li)]
-                        g = x.grad * mask
-                        per = (x.detach() * g)  # [B, L, H*d]
-                        B, L, D = per.shape
-                        hs = per.view(B, L, D // hd, hd).sum(-1).sum(1)  # [B, H]
-                        heads[li] = heads[li] + (w / wsum) * (hs ** 2).sum(0).cpu().numpy()
-                        x = captured[("f", li)]
-                        per = x.detach() * x.grad * mask
-                        ffn[li] = ffn[li] + (w / wsum) * (per.sum(1) ** 2).sum(0).cpu().numpy()
+                        heads[li] = heads[li] + (w / wsum) * fisher(captured[("h", li)], enc["attention_mask"], hd)
+                        ffn[li] = ffn[li] + (w / wsum) * fisher(captured[("f", li)], enc["attention_mask"])
         finally:
             for h in handles:
                 h.remove()
@@ -182,10 +192,8 @@ def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_
     def ranked(kind):
         items = []
         for li in keep_layers:
-            s = scores[kind][li]
-            live = s[s > 0]  # masked units (iterative pruning) score 0 and do not lower the layer's mean
-            norm = s / ((live.mean() if live.size else 0.0) + 1e-12)
-            items += [(float(norm[j]), li, j) for j in range(len(s))]
+            norm = relative(scores[kind][li])
+            items += [(float(norm[j]), li, j) for j in range(len(norm))]
         return sorted(items)
 
     keep = {"heads": {li: set(range(shapes[li]["heads"])) for li in keep_layers},

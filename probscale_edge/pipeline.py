@@ -335,6 +335,14 @@ def budget_for_compression(cfg: BuildConfig, model, tokenizer, task) -> float:
     if cfg.compression <= 1:
         raise ProbscaleError(f"--compression {cfg.compression:g} must be above 1", "pass e.g. --compression 5 for 5x fewer parameters")
     counts = model.param_counts()
+    costs = layer_costs(model)
+    rest = counts["non_embedding"] - sum(costs)  # task head, final norms, shared position bias
+    if cfg.compression_basis == "non-embedding":  # the embedding does not count: no need to size it
+        left = counts["non_embedding"] / cfg.compression - rest
+        if left < min(costs) * 0.05:
+            raise ProbscaleError(f"--compression {cfg.compression:g} (non-embedding) leaves no room for any layer",
+                                 "pass a lower --compression")
+        return min(1.0, left / sum(costs))
     emb = model.adapter.word_embeddings(model.encoder)
     V, H = emb.weight.shape
     if cfg.trim_vocab:
@@ -343,14 +351,7 @@ def budget_for_compression(cfg: BuildConfig, model, tokenizer, task) -> float:
         V = len(kept_tokens(tokenizer, task.train.texts + (task.train.pairs or []), None, cfg.vocab_min_count,
                             cfg.max_length)[1])
     embedding = counts["embedding"] - emb.weight.numel() + embedding_params_after(V, H, cfg.embedding_rank)
-    costs = layer_costs(model)
-    rest = counts["non_embedding"] - sum(costs)  # task head, final norms, shared position bias
     left = counts["total"] / cfg.compression - embedding - rest
-    if cfg.compression_basis == "non-embedding":
-        left = counts["non_embedding"] / cfg.compression - rest
-    if left < min(costs) * 0.05 and cfg.compression_basis == "non-embedding":
-        raise ProbscaleError(f"--compression {cfg.compression:g} (non-embedding) leaves no room for any layer",
-                             "pass a lower --compression")
     if left < min(costs) * 0.05:
         hint = "add --trim-vocab and/or a smaller --embedding-rank" if not (cfg.trim_vocab and cfg.embedding_rank) \
             else "pass a smaller --embedding-rank or a lower --compression"

@@ -101,12 +101,18 @@ def apply_spec(model, spec: SubnetworkSpec, inplace: bool = False):
     if bad or len(set(spec.keep_layers)) != len(spec.keep_layers):
         raise ProbscaleError(f"subnetwork spec keeps invalid layers {spec.keep_layers} for a {n}-layer model",
                              "regenerate the spec with `probscale-edge select` for this model")
-    layers = adapter.layers(enc)
+    cut_units(enc, adapter, spec)
+    adapter.keep_layers(enc, [int(i) for i in spec.keep_layers])
+    return m
+
+
+def cut_units(root, adapter, spec: SubnetworkSpec) -> None:
+    """Cut the heads and FFN neurons ``spec`` lists in its kept layers (``root`` is what ``adapter`` navigates);
+    the layers themselves are dropped afterwards by ``adapter.keep_layers``."""
+    layers = adapter.layers(root)
     for src in spec.keep_layers:
         layer = layers[int(src)]
         if str(src) in spec.heads:
-            prune_heads(enc, adapter, layer, [int(h) for h in spec.heads[str(src)]])
+            prune_heads(root, adapter, layer, [int(h) for h in spec.heads[str(src)]])
         if str(src) in spec.ffn:
-            prune_ffn(enc, adapter, layer, [int(j) for j in spec.ffn[str(src)]])
-    adapter.keep_layers(enc, [int(i) for i in spec.keep_layers])
-    return m
+            prune_ffn(root, adapter, layer, [int(j) for j in spec.ffn[str(src)]])

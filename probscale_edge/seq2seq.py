@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probscale_edge.errors import ProbscaleError
-from probscale_edge.prune import SubnetworkSpec, prune_ffn, prune_heads
+from probscale_edge.prune import SubnetworkSpec, cut_units, prune_heads, resize_layer
 
 FOLDER_FORMAT = "probscale-edge/seq2seq-model-v1"
 SHAPES_FILE = "probscale_seq2seq.json"
@@ -77,13 +77,8 @@ def apply_seq2seq_spec(model, spec: Seq2SeqSpec, inplace: bool = False):
         if int(src) not in dec_keep:
             raise ProbscaleError(f"seq2seq spec prunes cross-attention of decoder block {src}, which it drops",
                                  "list cross_heads only for kept decoder blocks")
-    for adapter, part, keep in ((enc_a, spec.encoder, enc_keep), (dec_a, spec.decoder, dec_keep)):
-        layers = adapter.layers(m)
-        for src in keep:
-            if str(src) in part.heads:
-                prune_heads(m, adapter, layers[src], [int(h) for h in part.heads[str(src)]])
-            if str(src) in part.ffn:
-                prune_ffn(m, adapter, layers[src], [int(j) for j in part.ffn[str(src)]])
+    cut_units(m, enc_a, spec.encoder)
+    cut_units(m, dec_a, spec.decoder)
     layers = dec_a.layers(m)
     for src, heads in spec.cross_heads.items():
         prune_heads(m, cross_a, layers[int(src)], [int(h) for h in heads])
@@ -166,11 +161,7 @@ def load_seq2seq(folder):
             raise ProbscaleError(f"{meta_path} lists {len(rows)} blocks where the config has {len(layers)}",
                                  "the folder is inconsistent: save it again")
         for layer, shape in zip(layers, rows):
-            cur = adapter.layer_shape(model, layer)
-            if shape["heads"] != cur["heads"] or shape.get("head_ids"):
-                prune_heads(model, adapter, layer, [int(h) for h in shape.get("head_ids") or range(shape["heads"])])
-            if shape["ffn"] != cur["ffn"]:
-                prune_ffn(model, adapter, layer, list(range(shape["ffn"])))
+            resize_layer(model, adapter, layer, shape)
     cross = [row["cross_heads"] for row in shapes["decoder"]]
     if any(c != cfg.num_heads for c in cross):
         for layer, c in zip(dec_a.layers(model), cross):
@@ -219,6 +210,7 @@ def unit_scores(model, tokenizer, sources, targets, max_examples: int = 256, bat
 
     from probscale_edge import distributed as dist
     from probscale_edge.adapters.base import Adapter
+    from probscale_edge.importance import fisher
 
     _check_t5(model)
     if len(sources) != len(targets) or not sources:
@@ -255,10 +247,7 @@ def unit_scores(model, tokenizer, sources, targets, max_examples: int = 256, bat
                 out.loss.backward()
                 masks = {"encoder": enc["attention_mask"].to(dev), "decoder": lab["attention_mask"].to(dev)}
                 for (stack, li, kind), x in captured.items():
-                    per = x.detach() * x.grad * masks[stack].unsqueeze(-1)
-                    if kind != "ffn":  # [B, L, heads * d_kv] -> per head
-                        per = per.view(*per.shape[:2], -1, d_kv).sum(-1)
-                    s = (per.sum(1) ** 2).sum(0).cpu().numpy().astype(np.float64)
+                    s = fisher(x, masks[stack], None if kind == "ffn" else d_kv).astype(np.float64)
                     scores[(stack, li, kind)] = scores.get((stack, li, kind), 0.0) + s
     finally:
         for h in handles:
@@ -274,6 +263,8 @@ def select_seq2seq(model, scores: dict, budget: float, min_heads: int = 1, min_n
     Every block is kept. Units are ranked by Fisher score over the mean score of their kind in their block
     (so blocks compare on one scale) and removed lowest first; attention (self and cross) and FFN lose the
     same fraction of their parameters, so neither is emptied. Per-block shapes come out non-uniform."""
+    from probscale_edge.importance import relative
+
     if not 0 < budget <= 1:
         raise ProbscaleError(f"budget {budget} is not a fraction in (0, 1]", "pass e.g. 0.25 to keep a quarter")
     shapes = layer_shapes(model)
@@ -290,8 +281,7 @@ def select_seq2seq(model, scores: dict, budget: float, min_heads: int = 1, min_n
         items = []
         for k, s in scores.items():
             if k[2] in group:
-                live = s[s > 0]
-                items += [(float(v / ((live.mean() if live.size else 0.0) + 1e-12)), k, j) for j, v in enumerate(s)]
+                items += [(float(v), k, j) for j, v in enumerate(relative(s))]
         return sorted(items, key=lambda r: r[0])
 
     removed = 0

@@ -19,15 +19,21 @@ from probscale_edge.adapters.base import HEAD_IDS, Adapter, register
 _FULL_BIAS = "probscale_full_position_bias"  # private kwarg from the pre-hook to the forward hook
 
 
+def _as_keywords(args, kwargs):
+    """T5Attention(hidden_states, mask, key_value_states, position_bias, cache): position_bias and cache as keywords."""
+    args, kwargs = tuple(args), dict(kwargs)
+    if len(args) > 3:
+        kwargs.update(zip(("position_bias", "cache"), args[3:]))
+        args = args[:3]
+    return args, kwargs
+
+
 def _select_bias_heads(attn, args, kwargs):
     """Forward pre-hook of T5Attention(hidden_states, mask=None, key_value_states=None, position_bias=None, ...)."""
     ids = getattr(attn, HEAD_IDS, None)
     if ids is None:
         return None
-    args, kwargs = tuple(args), dict(kwargs)
-    if len(args) > 3:  # position_bias (and cache) passed positionally: make them keywords
-        kwargs.update(zip(("position_bias", "cache"), args[3:]))
-        args = args[:3]
+    args, kwargs = _as_keywords(args, kwargs)
     full = kwargs.get("position_bias")
     if full is None:
         if not attn.has_relative_attention_bias:
@@ -103,10 +109,7 @@ class T5EncoderAdapter(Adapter):
 def _own_zero_bias(attn, args, kwargs):
     """Forward pre-hook of a cross-attention in a decoder with pruned cross heads: drop the zero bias that block 0
     made for its own head count (the attention then makes one of its own)."""
-    args, kwargs = tuple(args), dict(kwargs)
-    if len(args) > 3:
-        kwargs.update(zip(("position_bias", "cache"), args[3:]))
-        args = args[:3]
+    args, kwargs = _as_keywords(args, kwargs)
     kwargs["position_bias"] = None
     return args, kwargs
 
