@@ -23,6 +23,7 @@ from probscale_edge.errors import ProbscaleError
 from probscale_edge.probe import ProbeConfig
 from probscale_edge.recover import RecoverConfig
 from probscale_edge.select import SelectConfig
+from probscale_edge.converters.tflite_env import converter_python as tflite_converter_python
 
 MANIFEST_FORMAT = 1
 
@@ -213,28 +214,6 @@ def torch_latency_ms(model, tokenizer, text, runs=50, warmup=5) -> float:
             if i >= warmup:
                 ts.append((time.perf_counter() - t) * 1000)
     return float(np.median(ts))
-
-
-def tflite_converter_python() -> str:
-    """The interpreter that has the TFLite converter (litert-torch): this one, $PROBSCALE_EDGE_TFLITE_PYTHON, or
-    the repository's .venv-tflite (scripts/install-tflite.sh keeps it out of the main environment)."""
-    import importlib.util
-
-    env = os.environ.get("PROBSCALE_EDGE_TFLITE_PYTHON")
-    if env:
-        if not Path(env).exists():
-            raise ProbscaleError(f"PROBSCALE_EDGE_TFLITE_PYTHON={env} does not exist", "point it at .venv-tflite/bin/python")
-        return env
-    if importlib.util.find_spec("ai_edge_litert") is None:
-        raise ProbscaleError("--tflite needs the LiteRT interpreter to check the model", "pip install ai-edge-litert "
-                             "(or bash scripts/install-tflite.sh)")
-    if importlib.util.find_spec("litert_torch") and importlib.util.find_spec("ai_edge_quantizer"):
-        return sys.executable
-    venv = Path(__file__).resolve().parents[1] / ".venv-tflite" / "bin" / "python"
-    if venv.exists():
-        return str(venv)
-    raise ProbscaleError("--tflite needs the TFLite converter (litert-torch), which is not installed",
-                         "run bash scripts/install-tflite.sh, or set PROBSCALE_EDGE_TFLITE_PYTHON")
 
 
 def _tflite_stage(py, student, stok, work, task, cfg, onnx_fp32_acc, rt_tok, log) -> dict:

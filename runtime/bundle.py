@@ -25,6 +25,20 @@ def file_entries(folder: Path, names) -> dict:
     return {n: {"sha256": sha256_file(folder / n), "bytes": (folder / n).stat().st_size} for n in sorted(names)}
 
 
+def write_manifest(folder, manifest: dict) -> dict:
+    """The one manifest writer (build, latency table, benchmarks): stamps ``format_version``, lists every
+    other file of ``folder`` with its sha256 and size, and writes ``manifest.json`` atomically. Returns the
+    manifest as written."""
+    folder = Path(folder)
+    names = [p.name for p in folder.iterdir() if p.name != MANIFEST and not p.name.startswith(".")]
+    manifest = {"format_version": FORMAT_VERSION, **{k: v for k, v in manifest.items() if k != "format_version"}}
+    manifest["files"] = file_entries(folder, names)
+    tmp = folder / f".{MANIFEST}.part"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, folder / MANIFEST)
+    return manifest
+
+
 def load_manifest(bundle) -> dict:
     bundle = Path(bundle)
     if not bundle.exists():

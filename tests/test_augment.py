@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import make_tiny
+from helpers import make_tiny
 from probscale_edge.augment import AugmentConfig, Augmenter, augment_texts, task_vocabulary, word_neighbours
 from probscale_edge.data import load_task
 from probscale_edge.modeling import EncoderClassifier, load_encoder, predict_logits

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import write_csv
+from helpers import write_csv
 
 
 def run_cli(*args, cwd=None):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny
+from helpers import make_tiny
 
 
 def _classifier(folder, labels=2):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import write_csv
+from helpers import write_csv
 from probscale_edge.data import load_local, load_task, stratified_split
 from probscale_edge.errors import ProbscaleError
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from conftest import make_tiny
+from helpers import make_tiny
 from probscale_edge.data import load_task
 from probscale_edge.modeling import EncoderClassifier, load_encoder, predict_logits
 from probscale_edge.prune import SubnetworkSpec, apply_spec

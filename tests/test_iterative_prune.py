@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny
+from helpers import make_tiny
 from probscale_edge.data import load_task
 from probscale_edge.importance import allocate, iterative_allocate, mask_units, unit_importance
 from probscale_edge.modeling import EncoderClassifier, load_encoder, tokenize

@@ -13,7 +13,7 @@ import venv
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,11 @@ def test_runtime_predicts_without_torch(slim_env, tmp_path):
     from probscale_edge.recover import RecoverConfig
     from probscale_edge.runtime import Predictor
 
-    import conftest
+    import helpers
 
-    tiny = conftest.make_tiny("bert", tmp_path / "tiny", _minilm())
+    tiny = helpers.make_tiny("bert", tmp_path / "tiny", _minilm())
     rows = [(f"{'good' if i % 2 else 'bad'} movie number {i}", str(i % 2)) for i in range(80)]
-    data = conftest.write_csv(tmp_path / "d.csv", rows)
+    data = helpers.write_csv(tmp_path / "d.csv", rows)
     out = tmp_path / "bundle"
     build(BuildConfig(model=str(tiny), tasks=[TaskSpec(str(data))], output=str(out), budget=0.5, target="x86_64",
                       recover=RecoverConfig(epochs=1), use_cache=False, latency_runs=3), log=lambda *_: None)

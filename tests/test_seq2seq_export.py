@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

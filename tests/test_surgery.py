@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny
+from helpers import make_tiny
 from probscale_edge.modeling import EncoderClassifier, load_classifier, load_encoder, predict_logits, save_classifier
 from probscale_edge.prune import SubnetworkSpec, apply_spec
 
