@@ -5,21 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from probscale_edge.config import ExportConfig
 from probscale_edge.errors import ProbscaleError
 
 
-@dataclass
-class ExportConfig:
-    opset: int = 17
-    dynamo: bool = False  # the legacy TorchScript exporter is ~10x faster here and as exact
-    parity_examples: int = 256
-    parity_tolerance: float = 1e-4  # max |delta logit| vs PyTorch
-    max_length: int = 128
+__all__ = ["ExportConfig", "export_onnx", "onnx_logits", "parity"]
 
 
 @contextlib.contextmanager
@@ -60,8 +55,9 @@ def positional(model, as_dict: bool = False):
 
 
 def export_onnx(model, tokenizer, out_path, cfg: ExportConfig | None = None, parity_texts=None, parity_pairs=None,
-                log=None) -> dict:
-    """Export an EncoderClassifier; returns {"path", "bytes", "parity_max_abs", "parity_pass", ...}."""
+                log=None, max_length: int = 128) -> dict:
+    """Export an EncoderClassifier; returns {"path", "bytes", "parity_max_abs", "parity_pass", ...}.
+    ``max_length``: the longest input the parity check feeds (the graph itself takes any length)."""
     import torch
 
     from probscale_edge.modeling import tokenize
@@ -72,7 +68,7 @@ def export_onnx(model, tokenizer, out_path, cfg: ExportConfig | None = None, par
     names = model.adapter.input_names()
     w = positional(model)
     sample = tokenize(tokenizer, ["probscale edge export sample", "a second, longer sample sentence for shapes"],
-                      None, cfg.max_length)
+                      None, max_length)
     args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
@@ -90,10 +86,10 @@ def export_onnx(model, tokenizer, out_path, cfg: ExportConfig | None = None, par
                              "report the model family; try --opset 18") from e
     report = {"path": out_path.name, "bytes": out_path.stat().st_size, "opset": cfg.opset, "exporter":
               "dynamo" if cfg.dynamo else "torchscript", "export_seconds": round(time.time() - t0, 2),
-              "inputs": names, "config": asdict(cfg)}
+              "inputs": names, "config": asdict(cfg), "max_length": max_length}
     if parity_texts:
         diff = parity(model, tokenizer, out_path, parity_texts[: cfg.parity_examples],
-                      parity_pairs[: cfg.parity_examples] if parity_pairs else None, cfg.max_length)
+                      parity_pairs[: cfg.parity_examples] if parity_pairs else None, max_length)
         report["parity_max_abs"] = diff
         report["parity_tolerance"] = cfg.parity_tolerance
         report["parity_pass"] = bool(diff <= cfg.parity_tolerance)

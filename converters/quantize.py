@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 
+from probscale_edge.config import TARGETS, QuantizeConfig
 from probscale_edge.errors import ProbscaleError
 
 PRESETS = {
@@ -26,19 +27,8 @@ PRESETS = {
     "avx512": {"per_channel": True, "reduce_range": True, "weight_type": "QInt8", "activation_type": "QUInt8"},
     "avx2": {"per_channel": True, "reduce_range": True, "weight_type": "QInt8", "activation_type": "QUInt8"},
 }
-TARGETS = ("arm64", "x86_64", "android", "avx2", "avx512", "avx512_vnni")
-
-
-@dataclass
-class QuantizeConfig:
-    target: str = "arm64"
-    precision: str = "int8"  # int8 | fp32
-    max_accuracy_drop: float = 1.0  # points of accuracy on the eval split
-    per_channel: bool | None = None  # None: the preset's
-    reduce_range: bool | None = None
-    exclude_nodes: list = field(default_factory=list)
-    mode: str = "dynamic"  # dynamic | static (QDQ, activations calibrated on task data)
-    calibration_examples: int = 256
+__all__ = ["PRESETS", "QuantizeConfig", "check_target", "quantize_dynamic_int8", "quantize_static_int8",
+           "quantize_with_gate"]
 
 
 def check_target(target: str) -> None:
@@ -116,21 +106,21 @@ def fallback_chain(fp32_path, preset: dict, user_exclude=(), mode: str = "dynami
 
 
 def quantize_with_gate(fp32_path, out_path, cfg: QuantizeConfig, evaluate, fp32_accuracy: float, log=None,
-                       calibration=None) -> dict:
+                       calibration=None, target: str = "arm64") -> dict:
     """Quantize and gate on accuracy. ``evaluate(path) -> accuracy``. Returns the decision record.
-    ``calibration() -> list of input dicts`` is needed for ``cfg.mode == "static"``.
+    ``calibration() -> list of input dicts`` is needed for ``cfg.quant_mode == "static"``.
 
     The result at ``out_path`` is the first setting whose accuracy drop is within the gate, or the
     fp32 model itself when none passes (``precision`` is then ``fp32`` in the record).
     """
     log = log or (lambda *_: None)
-    check_target(cfg.target)
-    preset = dict(PRESETS[cfg.target])
+    check_target(target)
+    preset = dict(PRESETS[target])
     if cfg.per_channel is not None:
         preset["per_channel"] = cfg.per_channel
     if cfg.reduce_range is not None:
         preset["reduce_range"] = cfg.reduce_range
-    record = {"target": cfg.target, "preset": preset, "max_accuracy_drop": cfg.max_accuracy_drop,
+    record = {"target": target, "preset": preset, "max_accuracy_drop": cfg.max_accuracy_drop,
               "fp32_accuracy": fp32_accuracy, "attempts": []}
     if cfg.precision == "fp32":
         import shutil
@@ -138,13 +128,11 @@ def quantize_with_gate(fp32_path, out_path, cfg: QuantizeConfig, evaluate, fp32_
         shutil.copyfile(fp32_path, out_path)
         record.update(precision="fp32", chosen="fp32 (requested)")
         return record
-    if cfg.mode not in ("dynamic", "static"):
-        raise ProbscaleError(f"unknown quantization mode {cfg.mode!r}", "use --quant-mode dynamic|static")
-    if cfg.mode == "static" and calibration is None:
+    if cfg.quant_mode == "static" and calibration is None:
         raise ProbscaleError("static quantization needs calibration data", "pass task data, or use --quant-mode dynamic")
-    record["mode"] = cfg.mode
+    record["mode"] = cfg.quant_mode
     feeds = None
-    for name, p, excl in fallback_chain(fp32_path, preset, cfg.exclude_nodes, cfg.mode):
+    for name, p, excl in fallback_chain(fp32_path, preset, cfg.exclude_nodes, cfg.quant_mode):
         if p.get("static"):
             feeds = feeds if feeds is not None else calibration()
             info = quantize_static_int8(fp32_path, out_path, p, feeds, excl)

@@ -137,28 +137,12 @@ def _check_model(model) -> None:
                              "load the model with T5ForConditionalGeneration")
 
 
-def export_t5_seq2seq(model, out_dir, opset: int = 17) -> dict:
-    """Export a ``T5ForConditionalGeneration`` to ``out_dir`` (encoder, decoder, decoder_with_past + seq2seq.json).
-
-    Uses the TorchScript exporter (``dynamo=False``, as :mod:`.onnx_export` does: it exports ~10x faster than
-    dynamo). Returns a report with file sizes and timing; check generation with :func:`seq2seq_parity`.
-    """
+def _trace_inputs(cfg, own_attn, cross_attn):
+    """Example inputs to trace with: padding in the encoder mask (so the padding mask is never traced away), a
+    2-token first-step decoder (so its causal mask is kept) and past lengths that differ from the encoder length.
+    Returns (input_ids, attention_mask, decoder_input_ids, flat past key/values)."""
     import torch
 
-    _check_model(model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = model.config
-    blocks = model.decoder.block
-    n_layers = len(blocks)
-    # cache shapes per layer, from the modules themselves (a pruned model's layers may differ from its config)
-    own_attn = [block.layer[0].SelfAttention for block in blocks]
-    cross_attn = [block.layer[1].EncDecAttention for block in blocks]
-    names = graph_names(n_layers)
-    axes = _dynamic_axes(names)
-
-    # trace with padding in the encoder mask (so the padding mask is never traced away), a 2-token first-step
-    # decoder (so its causal mask is kept) and past lengths that differ from the encoder length
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(2, cfg.vocab_size, (2, 5), generator=gen)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
@@ -167,7 +151,34 @@ def export_t5_seq2seq(model, out_dir, opset: int = 17) -> dict:
     for own, cross in zip(own_attn, cross_attn):
         for attn, length in ((own, 3), (own, 3), (cross, 5), (cross, 5)):
             past.append(torch.randn(2, attn.n_heads, length, attn.key_value_proj_dim, generator=gen))
+    return ids, mask, dec_ids, past
 
+
+def _export_graph(graph: str, module, args, out_dir: Path, names, axes, opset: int) -> None:
+    """One traced graph to ``out_dir/{graph}.onnx`` (written whole or not at all)."""
+    import torch
+
+    path = out_dir / f"{graph}.onnx"
+    tmp = path.with_suffix(".onnx.part")
+    try:
+        torch.onnx.export(module, args, str(tmp), input_names=names[graph]["inputs"],
+                          output_names=names[graph]["outputs"], dynamic_axes=axes[graph],
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001 - one line for the user, the cause stays chained
+        tmp.unlink(missing_ok=True)
+        raise ProbscaleError(f"seq2seq ONNX export of {graph} failed "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})",
+                             "report the model and transformers version; try opset 18") from e
+
+
+def _export_graphs(model, out_dir: Path, names, axes, inputs, opset: int) -> float:
+    """Trace the three graphs in eval mode with eager attention (both restored afterwards). Returns the
+    ``time.time()`` at which the export started."""
+    import torch
+
+    ids, mask, dec_ids, past = inputs
+    cfg = model.config
     prev_attn = getattr(cfg, "_attn_implementation", None)
     was_training = model.training
     model.eval()
@@ -184,28 +195,21 @@ def export_t5_seq2seq(model, out_dir, opset: int = 17) -> dict:
             jobs = {"encoder": (enc, (ids, mask)), "decoder": (dec, (dec_ids, hidden, mask)),
                     "decoder_with_past": (dec_past, (dec_ids[:, :1], mask, *past))}
             for graph, (module, args) in jobs.items():
-                path = out_dir / f"{graph}.onnx"
-                tmp = path.with_suffix(".onnx.part")
-                try:
-                    torch.onnx.export(module, args, str(tmp), input_names=names[graph]["inputs"],
-                                      output_names=names[graph]["outputs"], dynamic_axes=axes[graph],
-                                      opset_version=opset, dynamo=False, do_constant_folding=True)
-                    os.replace(tmp, path)
-                except Exception as e:  # noqa: BLE001 - one line for the user, the cause stays chained
-                    tmp.unlink(missing_ok=True)
-                    raise ProbscaleError(f"seq2seq ONNX export of {graph} failed "
-                                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})",
-                                         "report the model and transformers version; try opset 18") from e
+                _export_graph(graph, module, args, out_dir, names, axes, opset)
     finally:
         if prev_attn:
             model.set_attn_implementation(prev_attn)
         model.train(was_training)
+    return t0
 
-    spec = {
+
+def _spec(cfg, opset: int, own_attn, cross_attn, names) -> dict:
+    """What ``seq2seq.json`` holds: file and tensor names, per-layer cache shapes, special token ids."""
+    return {
         "format": SPEC_FORMAT,
         "model_type": cfg.model_type,
         "opset": opset,
-        "num_decoder_layers": n_layers,
+        "num_decoder_layers": len(own_attn),
         "self_attention_heads": [attn.n_heads for attn in own_attn],
         "cross_attention_heads": [attn.n_heads for attn in cross_attn],
         "d_kv": [attn.key_value_proj_dim for attn in own_attn],
@@ -217,7 +221,28 @@ def export_t5_seq2seq(model, out_dir, opset: int = 17) -> dict:
         "files": {graph: f"{graph}.onnx" for graph in GRAPHS},
         **names,
     }
-    (out_dir / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+
+
+def export_t5_seq2seq(model, out_dir, opset: int = 17) -> dict:
+    """Export a ``T5ForConditionalGeneration`` to ``out_dir`` (encoder, decoder, decoder_with_past + seq2seq.json).
+
+    Uses the TorchScript exporter (``dynamo=False``, as :mod:`.onnx_export` does: it exports ~10x faster than
+    dynamo). Returns a report with file sizes and timing; check generation with :func:`seq2seq_parity`.
+    """
+    _check_model(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    blocks = model.decoder.block
+    n_layers = len(blocks)
+    # cache shapes per layer, from the modules themselves (a pruned model's layers may differ from its config)
+    own_attn = [block.layer[0].SelfAttention for block in blocks]
+    cross_attn = [block.layer[1].EncDecAttention for block in blocks]
+    names = graph_names(n_layers)
+    axes = _dynamic_axes(names)
+    inputs = _trace_inputs(cfg, own_attn, cross_attn)
+    t0 = _export_graphs(model, out_dir, names, axes, inputs, opset)
+    (out_dir / SPEC_FILE).write_text(json.dumps(_spec(cfg, opset, own_attn, cross_attn, names), indent=2))
     return {"dir": str(out_dir), "opset": opset, "exporter": "torchscript",
             "export_seconds": round(time.time() - t0, 2), "num_decoder_layers": n_layers,
             "bytes": {graph: (out_dir / f"{graph}.onnx").stat().st_size for graph in GRAPHS}}

@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +202,109 @@ def quantize_tflite(float_path, out_path, recipe_name: str, calibration_feeds=No
     return info
 
 
+def _check_recipe(quantize: str | None, calibration_texts) -> None:
+    if quantize is not None and quantize not in RECIPES:
+        raise ProbscaleError(f"unknown quantization recipe {quantize!r}", f"use one of {', '.join(RECIPES)}")
+    if quantize == "static_wi8_ai8" and not calibration_texts:
+        raise ProbscaleError("static_wi8_ai8 (full-integer) quantization needs calibration texts",
+                             "pass --calibration-texts FILE (one text per line), or use dynamic_wi8_afp32")
+
+
+def _float_path(out_path: Path, quantize: str | None, fp32_path) -> tuple[Path, str | None]:
+    """Where the float model goes: ``out_path`` (fp32 only), ``fp32_path``, or a temporary folder (returned
+    second, for the caller to remove)."""
+    if quantize is None:
+        return out_path, None
+    if fp32_path:
+        float_path = Path(fp32_path)
+        float_path.parent.mkdir(parents=True, exist_ok=True)
+        return float_path, None
+    tmpdir = tempfile.mkdtemp(prefix="probscale-tflite-")
+    return Path(tmpdir) / "model_fp32.tflite", tmpdir
+
+
+@dataclass
+class _Float:
+    """The float model's conversion: its report so far, its runner, and the parity texts' logits."""
+
+    report: dict
+    runner: TFLiteRunner
+    texts: list
+    torch: np.ndarray
+    fp32: np.ndarray
+
+
+def _export_float(model, tokenizer, out_path: Path, float_path: Path, seq_len: int, quantize: str | None, texts,
+                  parity_tolerance: float, threads, log, logits_out) -> _Float:
+    """Convert to ``float_path`` and check it against PyTorch on ``texts`` (the report's ``fp32`` entry)."""
+    names, secs = _convert_fp32(model, tokenizer, float_path, seq_len)
+    runner = TFLiteRunner(float_path, threads)
+    report = {
+        "path": out_path.name, "format": "tflite", "converter": "litert-torch",
+        "precision": "fp32" if quantize is None else "int8", "recipe": quantize,
+        "inputs": names, "input_dtype": "int32", "outputs": ["logits"], "batch": 1,
+        "fixed_sequence_length": seq_len, "dynamic_sequence_length": False,
+        "export_seconds": round(secs, 2), "tool_versions": _versions(),
+    }
+    ref = torch_logits(model, tokenizer, texts, seq_len)
+    fp_lg = runner.logits(tokenizer, texts)
+    if logits_out is not None:
+        logits_out.update(torch=ref, fp32=fp_lg)
+    fp = compare(ref, fp_lg)
+    fp32 = {"bytes": float_path.stat().st_size, "parity_max_abs": fp["max_abs"], "parity_mean_abs": fp["mean_abs"],
+            "argmax_agreement": fp["argmax_agreement"], "parity_examples": fp["examples"],
+            "parity_tolerance": parity_tolerance, "parity_pass": bool(fp["max_abs"] <= parity_tolerance)}
+    report["fp32"] = fp32
+    log(f"[{'PASS' if fp32['parity_pass'] else 'FAIL'}] TFLite fp32 vs PyTorch: max |Δlogit| = {fp['max_abs']:.2e} "
+        f"(tolerance {parity_tolerance:.0e}, {fp['examples']} examples, seq {seq_len})")
+    return _Float(report, runner, texts, ref, fp_lg)
+
+
+def _int8_entry(q: dict, out_path: Path, fp32: dict, q8: dict, vs_fp32: dict, qrun: TFLiteRunner,
+                quantize: str) -> dict:
+    """The report's ``int8`` entry: the quantizer's info, size, error against PyTorch and the float model, quality."""
+    int8 = dict(q, bytes=out_path.stat().st_size, size_ratio_vs_fp32=round(fp32["bytes"] / out_path.stat().st_size, 2),
+                max_abs_vs_torch=q8["max_abs"], mean_abs_vs_torch=q8["mean_abs"],
+                argmax_agreement_vs_torch=q8["argmax_agreement"], max_abs_prob_vs_torch=q8["max_abs_prob"],
+                max_abs_vs_tflite_fp32=vs_fp32["max_abs"], examples=q8["examples"],
+                min_agreement=INT8_MIN_AGREEMENT, output_dtype=qrun.output_dtype,
+                output_quantization=[float(x) for x in qrun.out["quantization"]])
+    if qrun.output_dtype != "float32":
+        int8["output_note"] = ("logits come out quantized; dequantize as (q - zero_point) * scale "
+                               "(runtime/predictor.py's LiteRT backend does not yet)")
+    int8["quality"] = "ok" if q8["argmax_agreement"] >= INT8_MIN_AGREEMENT else "poor"
+    if int8["quality"] == "poor":
+        int8["warning"] = (f"{quantize}: argmax agrees with PyTorch on only {q8['argmax_agreement']:.1%} of "
+                           f"{q8['examples']} texts; do not ship it (use dynamic_wi8_afp32 or fp32)")
+    return int8
+
+
+def _export_int8(fl: _Float, tokenizer, float_path: Path, out_path: Path, quantize: str, calibration_texts,
+                 threads, log, logits_out) -> dict:
+    """Quantize the float model to ``out_path`` with ``quantize`` and check it (the report's ``int8`` entry)."""
+    report, seq_len = fl.report, fl.report["fixed_sequence_length"]
+    calib_feeds = None
+    if calibration_texts:
+        calib_feeds = encode_fixed(tokenizer, list(calibration_texts), seq_len, list(fl.runner.inputs))
+    q = quantize_tflite(float_path, out_path, quantize, calib_feeds)
+    qrun = TFLiteRunner(out_path, threads)
+    q_lg = qrun.logits(tokenizer, fl.texts)
+    if logits_out is not None:
+        logits_out["int8"] = q_lg
+    q8 = compare(fl.torch, q_lg)
+    vs_fp32 = compare(fl.fp32, q_lg)
+    int8 = _int8_entry(q, out_path, report["fp32"], q8, vs_fp32, qrun, quantize)
+    report["int8"] = int8
+    report["bytes"] = int8["bytes"]
+    report["parity_pass"] = bool(report["fp32"]["parity_pass"] and int8["quality"] == "ok")
+    log(f"[{'PASS' if int8['quality'] == 'ok' else 'FAIL'}] TFLite int8 ({quantize}) vs PyTorch: "
+        f"argmax agreement {q8['argmax_agreement']:.2%}, max |Δlogit| = {q8['max_abs']:.2e} "
+        f"({int8['bytes']:,} bytes, {int8['size_ratio_vs_fp32']}x smaller than fp32)")
+    if int8.get("warning"):
+        log(f"WARNING: {int8['warning']}")
+    return report
+
+
 def export_tflite(model, tokenizer, out_path, seq_len: int = 128, quantize: str | None = None,
                   calibration_texts=None, parity_texts=None, *, fp32_path=None, parity_examples: int | None = 256,
                   parity_tolerance: float = PARITY_TOLERANCE, threads: int | None = None, log=None,
@@ -217,80 +321,20 @@ def export_tflite(model, tokenizer, out_path, seq_len: int = 128, quantize: str 
     log = log or (lambda *_: None)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if quantize is not None and quantize not in RECIPES:
-        raise ProbscaleError(f"unknown quantization recipe {quantize!r}", f"use one of {', '.join(RECIPES)}")
-    if quantize == "static_wi8_ai8" and not calibration_texts:
-        raise ProbscaleError("static_wi8_ai8 (full-integer) quantization needs calibration texts",
-                             "pass --calibration-texts FILE (one text per line), or use dynamic_wi8_afp32")
+    _check_recipe(quantize, calibration_texts)
     texts = list(parity_texts or DEFAULT_SAMPLES)
     if parity_examples:
         texts = texts[:parity_examples]
-    tmpdir = None
-    if quantize is None:
-        float_path = out_path
-    elif fp32_path:
-        float_path = Path(fp32_path)
-        float_path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        tmpdir = tempfile.mkdtemp(prefix="probscale-tflite-")
-        float_path = Path(tmpdir) / "model_fp32.tflite"
+    float_path, tmpdir = _float_path(out_path, quantize, fp32_path)
     try:
-        names, secs = _convert_fp32(model, tokenizer, float_path, seq_len)
-        runner = TFLiteRunner(float_path, threads)
-        report = {
-            "path": out_path.name, "format": "tflite", "converter": "litert-torch",
-            "precision": "fp32" if quantize is None else "int8", "recipe": quantize,
-            "inputs": names, "input_dtype": "int32", "outputs": ["logits"], "batch": 1,
-            "fixed_sequence_length": seq_len, "dynamic_sequence_length": False,
-            "export_seconds": round(secs, 2), "tool_versions": _versions(),
-        }
-        ref = torch_logits(model, tokenizer, texts, seq_len)
-        fp_lg = runner.logits(tokenizer, texts)
-        if logits_out is not None:
-            logits_out.update(torch=ref, fp32=fp_lg)
-        fp = compare(ref, fp_lg)
-        fp32 = {"bytes": float_path.stat().st_size, "parity_max_abs": fp["max_abs"], "parity_mean_abs": fp["mean_abs"],
-                "argmax_agreement": fp["argmax_agreement"], "parity_examples": fp["examples"],
-                "parity_tolerance": parity_tolerance, "parity_pass": bool(fp["max_abs"] <= parity_tolerance)}
-        report["fp32"] = fp32
-        log(f"[{'PASS' if fp32['parity_pass'] else 'FAIL'}] TFLite fp32 vs PyTorch: max |Δlogit| = {fp['max_abs']:.2e} "
-            f"(tolerance {parity_tolerance:.0e}, {fp['examples']} examples, seq {seq_len})")
+        fl = _export_float(model, tokenizer, out_path, float_path, seq_len, quantize, texts, parity_tolerance,
+                           threads, log, logits_out)
+        report = fl.report
         if quantize is None:
-            report["bytes"] = fp32["bytes"]
-            report["parity_pass"] = fp32["parity_pass"]
+            report["bytes"] = report["fp32"]["bytes"]
+            report["parity_pass"] = report["fp32"]["parity_pass"]
             return report
-        calib_feeds = None
-        if calibration_texts:
-            calib_feeds = encode_fixed(tokenizer, list(calibration_texts), seq_len, list(runner.inputs))
-        q = quantize_tflite(float_path, out_path, quantize, calib_feeds)
-        qrun = TFLiteRunner(out_path, threads)
-        q_lg = qrun.logits(tokenizer, texts)
-        if logits_out is not None:
-            logits_out["int8"] = q_lg
-        q8 = compare(ref, q_lg)
-        vs_fp32 = compare(fp_lg, q_lg)
-        int8 = dict(q, bytes=out_path.stat().st_size, size_ratio_vs_fp32=round(fp32["bytes"] / out_path.stat().st_size, 2),
-                    max_abs_vs_torch=q8["max_abs"], mean_abs_vs_torch=q8["mean_abs"],
-                    argmax_agreement_vs_torch=q8["argmax_agreement"], max_abs_prob_vs_torch=q8["max_abs_prob"],
-                    max_abs_vs_tflite_fp32=vs_fp32["max_abs"], examples=q8["examples"],
-                    min_agreement=INT8_MIN_AGREEMENT, output_dtype=qrun.output_dtype,
-                    output_quantization=[float(x) for x in qrun.out["quantization"]])
-        if qrun.output_dtype != "float32":
-            int8["output_note"] = ("logits come out quantized; dequantize as (q - zero_point) * scale "
-                                   "(runtime/predictor.py's LiteRT backend does not yet)")
-        int8["quality"] = "ok" if q8["argmax_agreement"] >= INT8_MIN_AGREEMENT else "poor"
-        if int8["quality"] == "poor":
-            int8["warning"] = (f"{quantize}: argmax agrees with PyTorch on only {q8['argmax_agreement']:.1%} of "
-                               f"{q8['examples']} texts; do not ship it (use dynamic_wi8_afp32 or fp32)")
-        report["int8"] = int8
-        report["bytes"] = int8["bytes"]
-        report["parity_pass"] = bool(fp32["parity_pass"] and int8["quality"] == "ok")
-        log(f"[{'PASS' if int8['quality'] == 'ok' else 'FAIL'}] TFLite int8 ({quantize}) vs PyTorch: "
-            f"argmax agreement {q8['argmax_agreement']:.2%}, max |Δlogit| = {q8['max_abs']:.2e} "
-            f"({int8['bytes']:,} bytes, {int8['size_ratio_vs_fp32']}x smaller than fp32)")
-        if int8.get("warning"):
-            log(f"WARNING: {int8['warning']}")
-        return report
+        return _export_int8(fl, tokenizer, float_path, out_path, quantize, calibration_texts, threads, log, logits_out)
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -305,7 +349,7 @@ def _read_texts(path) -> list[str]:
     return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
-def main(argv=None) -> int:
+def _parser():
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m probscale_edge.converters.tflite",
@@ -325,29 +369,69 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-runs", type=int, default=0, help="batch-1 latency runs per model (0: skip)")
     ap.add_argument("--threads", type=int, default=None, help="interpreter threads for latency (default: runtime's)")
     ap.add_argument("--json", dest="json_path", help="write the report here (default: OUT with .json)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _cli_inputs(a):
+    """The model, its tokenizer, and the texts the CLI's flags name: (model, tokenizer, parity texts,
+    calibration texts, eval texts, eval labels); the texts are None where not asked for."""
+    from probscale_edge.modeling import load_classifier
+
+    model, tok, _ = load_classifier(a.model_folder)
+    task = None
+    if a.eval_task:
+        from probscale_edge.data import load_task
+
+        task = load_task(a.eval_task, max_train=4000)
+    parity = _read_texts(a.parity_texts) if a.parity_texts else None
+    calib = _read_texts(a.calibration_texts)[: a.calibration_examples] if a.calibration_texts else None
+    if calib is None and task is not None and a.quantize == "static_wi8_ai8":
+        calib = list(task.train.texts[: a.calibration_examples])  # train split: never the eval texts
+    eval_texts = eval_labels = None
+    if task is not None:
+        n = a.eval_max or len(task.eval.texts)
+        eval_texts, eval_labels = list(task.eval.texts[:n]), np.asarray(task.eval.labels[:n])
+        parity = parity or eval_texts
+    return model, tok, parity, calib, eval_texts, eval_labels
+
+
+def _cli_accuracy(a, model, tok, eval_texts, eval_labels, models: dict, cached: dict, same: bool, log) -> dict:
+    """Accuracy on the eval split: PyTorch and each TFLite model (reusing the parity logits when they were the
+    eval texts)."""
+    ref = cached["torch"] if same else torch_logits(model, tok, eval_texts, a.seq_len)
+    acc = {"task": a.eval_task, "examples": len(eval_texts),
+           "torch_fp32": float((ref.argmax(-1) == eval_labels).mean())}
+    for k, p in models.items():
+        if p is None:
+            continue
+        lg = cached[k] if same else TFLiteRunner(p).logits(tok, eval_texts)
+        acc[f"tflite_{k}"] = float((lg.argmax(-1) == eval_labels).mean())
+        acc[f"tflite_{k}_max_abs_vs_torch"] = float(np.abs(lg - ref).max())
+    log("accuracy on " + f"{a.eval_task} eval ({len(eval_texts)}): " +
+        ", ".join(f"{k} {v:.4f}" for k, v in acc.items() if k in ("torch_fp32", "tflite_fp32", "tflite_int8")))
+    return acc
+
+
+def _cli_latency(a, tok, models: dict, log) -> dict:
+    from probscale_edge.runtime.bench import DEFAULT_TEXT
+
+    lat = {"threads": a.threads, "batch": 1, "sequence_length": a.seq_len, "text": DEFAULT_TEXT}
+    for k, p in models.items():
+        if p is not None:
+            lat[k] = TFLiteRunner(p, a.threads).latency_ms(tok, DEFAULT_TEXT, runs=a.latency_runs)
+            log(f"latency {k}: p50 {lat[k]['p50_ms']:.2f} ms ({a.latency_runs} runs, batch 1, "
+                f"seq {a.seq_len}, threads {a.threads or 'default'})")
+    return lat
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
 
     def log(msg):
         print(msg, flush=True)
 
     try:
-        from probscale_edge.modeling import load_classifier
-
-        model, tok, meta = load_classifier(a.model_folder)
-        task = None
-        if a.eval_task:
-            from probscale_edge.data import load_task
-
-            task = load_task(a.eval_task, max_train=4000)
-        parity = _read_texts(a.parity_texts) if a.parity_texts else None
-        calib = _read_texts(a.calibration_texts)[: a.calibration_examples] if a.calibration_texts else None
-        if calib is None and task is not None and a.quantize == "static_wi8_ai8":
-            calib = list(task.train.texts[: a.calibration_examples])  # train split: never the eval texts
-        eval_texts = eval_labels = None
-        if task is not None:
-            n = a.eval_max or len(task.eval.texts)
-            eval_texts, eval_labels = list(task.eval.texts[:n]), np.asarray(task.eval.labels[:n])
-            parity = parity or eval_texts
+        model, tok, parity, calib, eval_texts, eval_labels = _cli_inputs(a)
         out = Path(a.out)
         keep = Path(a.keep_fp32) if a.keep_fp32 else None
         if a.quantize and keep is None and (eval_texts is not None or a.latency_runs):
@@ -364,28 +448,9 @@ def main(argv=None) -> int:
         if a.quantize:
             models["int8"] = out
         if eval_texts is not None:
-            ref = cached["torch"] if same else torch_logits(model, tok, eval_texts, a.seq_len)
-            acc = {"task": a.eval_task, "examples": len(eval_texts),
-                   "torch_fp32": float((ref.argmax(-1) == eval_labels).mean())}
-            for k, p in models.items():
-                if p is None:
-                    continue
-                lg = cached[k] if same else TFLiteRunner(p).logits(tok, eval_texts)
-                acc[f"tflite_{k}"] = float((lg.argmax(-1) == eval_labels).mean())
-                acc[f"tflite_{k}_max_abs_vs_torch"] = float(np.abs(lg - ref).max())
-            report["accuracy"] = acc
-            log("accuracy on " + f"{a.eval_task} eval ({len(eval_texts)}): " +
-                ", ".join(f"{k} {v:.4f}" for k, v in acc.items() if k in ("torch_fp32", "tflite_fp32", "tflite_int8")))
+            report["accuracy"] = _cli_accuracy(a, model, tok, eval_texts, eval_labels, models, cached, same, log)
         if a.latency_runs:
-            from probscale_edge.runtime.bench import DEFAULT_TEXT
-
-            lat = {"threads": a.threads, "batch": 1, "sequence_length": a.seq_len, "text": DEFAULT_TEXT}
-            for k, p in models.items():
-                if p is not None:
-                    lat[k] = TFLiteRunner(p, a.threads).latency_ms(tok, DEFAULT_TEXT, runs=a.latency_runs)
-                    log(f"latency {k}: p50 {lat[k]['p50_ms']:.2f} ms ({a.latency_runs} runs, batch 1, "
-                        f"seq {a.seq_len}, threads {a.threads or 'default'})")
-            report["latency"] = lat
+            report["latency"] = _cli_latency(a, tok, models, log)
         jp = Path(a.json_path) if a.json_path else out.with_suffix(".json")
         jp.write_text(json.dumps(report, indent=2, default=str))
         log(f"report: {jp}")

@@ -12,16 +12,24 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import random
+import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from probscale_edge.errors import ProbscaleError
 
 SPLIT_SEED = 0
 EVAL_FRACTION = 0.2
+# fewer eval examples than this cannot measure accuracy (one example would be 10 points or more)
+MIN_EVAL_EXAMPLES = 10
+# one CSV/TSV cell may be this large (the csv module's default limit is 128 KiB)
+MAX_CELL_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -92,6 +100,35 @@ def stratified_sample(labels, n, seed=SPLIT_SEED):
         return list(range(len(labels)))
     tr, ev = stratified_split(labels, eval_fraction=n / len(labels), seed=seed)
     return ev
+
+
+def _cap_train(train: Split, num_labels: int, max_train) -> Split:
+    """The stratified ``max_train`` subsample of ``train``; refuses a cap that cannot keep every class."""
+    if max_train is None:
+        return train
+    if isinstance(max_train, bool) or not isinstance(max_train, int):
+        raise ProbscaleError(f"--max-train {max_train!r} is not a whole number of examples",
+                             "pass a positive integer, e.g. --max-train 4000")
+    if max_train < 1:
+        raise ProbscaleError(f"--max-train {max_train} keeps no training examples",
+                             f"pass a positive number, at least the number of classes ({num_labels})")
+    if max_train < num_labels:
+        raise ProbscaleError(f"--max-train {max_train} keeps fewer than one example per class ({num_labels} classes)",
+                             f"pass --max-train {num_labels} or more (e.g. the default 4000)")
+    return train.subset(stratified_sample(train.labels, max_train))
+
+
+def check_eval_size(task: "TaskData", minimum: int = MIN_EVAL_EXAMPLES) -> None:
+    """Refuse an eval split too small to measure accuracy on (checked when the task is loaded)."""
+    n = len(task.eval)
+    if n < minimum:
+        given = task.source.get("eval_file")
+        src = given or task.source.get("train_file") or task.name
+        fix = (f"pass an --eval file with at least {minimum} labelled rows" if given else
+               f"give more labelled rows ({EVAL_FRACTION:.0%} of them are kept for eval), or pass --eval FILE "
+               f"with at least {minimum} rows")
+        raise ProbscaleError(f"the eval split of {src} has {n} example{'' if n == 1 else 's'}, fewer than "
+                             f"{minimum}: too few to measure accuracy", fix)
 
 
 # ----------------------------------------------------------------------------- built-in readers
@@ -172,12 +209,45 @@ def _builtin(name: str, max_train: int | None, log) -> TaskData:
         train, evs = full.subset(tr), full.subset(ev)
         split = f"stratified {1 - EVAL_FRACTION:.0%}/{EVAL_FRACTION:.0%}, seed {SPLIT_SEED}"
     n_full = len(train)
-    train = train.subset(stratified_sample(train.labels, max_train))
+    train = _cap_train(train, len(names), max_train)
     return TaskData(name, names, train, evs,
                     source={"builtin": True, "split": split, "train_available": n_full})
 
 
 # ----------------------------------------------------------------------------- local files
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file. A FIFO, device, socket or folder (e.g. /dev/stdin) is refused without
+    blocking: the kind is checked before opening, and again on the open descriptor (opened non-blocking)."""
+    def refuse(mode):
+        raise ProbscaleError(f"data path {path} is {_file_kind(mode)}, not a regular file",
+                             "save the data to a CSV, TSV or JSONL file and pass that file")
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise ProbscaleError(f"could not read {path} ({e.strerror or e})", "check the path and its permissions")
+    if not stat.S_ISREG(mode):
+        refuse(mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ProbscaleError(f"could not read {path} ({e.strerror or e})", "check the path and its permissions")
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            refuse(mode)
+        return f.read()
+
 
 def _read_table(path: Path) -> list[dict]:
     if not path.exists():
@@ -185,35 +255,127 @@ def _read_table(path: Path) -> list[dict]:
     if path.is_dir():
         raise ProbscaleError(f"data path {path} is a folder", "pass a CSV, TSV or JSONL file")
     try:
-        raw = path.read_bytes().decode("utf-8-sig")
+        raw = _read_regular_file(path).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ProbscaleError(f"{path} is not UTF-8 text (byte {e.start})", "re-save the file as UTF-8")
     if not raw.strip():
         raise ProbscaleError(f"{path} is empty", "give a file with a header and at least two labelled rows")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        rows = []
-        for n, line in enumerate(raw.splitlines(), 1):
+        rows = _Rows()
+        for n, line in enumerate(raw.split("\n"), 1):  # not splitlines(): U+2028 etc. may sit inside strings
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=_JsonObject)
             except json.JSONDecodeError as e:
                 raise ProbscaleError(f"{path}:{n} is not valid JSON ({e.msg})", "write one JSON object per line")
             if not isinstance(obj, dict):
                 raise ProbscaleError(f"{path}:{n} is not a JSON object", "write one JSON object per line")
-            rows.append(obj)
+            if obj.duplicates:
+                raise ProbscaleError(f"{path}:{n} has the key {obj.duplicates[0]!r} twice (the last would win silently)",
+                                     "give each key once per line")
+            rows.append(dict(obj))
+            rows.lines.append(n)
         return rows
     if suffix in (".csv", ".tsv", ".tab", ".txt"):
         delim = "\t" if suffix in (".tsv", ".tab") else ","
+        kind = "TSV" if delim == "\t" else "CSV"
+        if csv.field_size_limit() < MAX_CELL_BYTES:  # raised once, never lowered (the limit is process-wide)
+            csv.field_size_limit(MAX_CELL_BYTES)
         try:
             reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter=delim, strict=True)
-            rows = list(reader)
+            header = reader.fieldnames or []
+            seen = set()
+            for col in header:
+                if col in seen and col.strip():
+                    raise ProbscaleError(f"{path} has two columns named {col!r} (the last would win silently)",
+                                         "rename or remove one of them")
+                seen.add(col)
+            rows = _Rows()
+            start = reader.line_num + 1
+            for r in reader:
+                rows.lines.append(start)
+                start = reader.line_num + 1
+                if None in r:  # more cells than the header has columns (e.g. an unquoted delimiter)
+                    raise ProbscaleError(f"{path}: line {rows.lines[-1]} has {len(header) + len(r[None])} cells but "
+                                         f"the header has {len(header)}",
+                                         f"quote cells that contain {'a tab' if delim == chr(9) else 'a comma'}, "
+                                         "or fix the row")
+                rows.append(r)
         except csv.Error as e:
-            raise ProbscaleError(f"{path} is not valid {'TSV' if delim == chr(9) else 'CSV'} ({e})",
-                                 "check quoting, or export the file again")
+            if "field larger than field limit" in str(e):
+                raise ProbscaleError(f"{path}: a cell near line {reader.line_num} is larger than "
+                                     f"{MAX_CELL_BYTES // 2**20} MB", "shorten the cell (texts are truncated to the "
+                                     "model's max length anyway)")
+            raise ProbscaleError(f"{path} is not valid {kind} ({e})", "check quoting, or export the file again")
         return rows
     raise ProbscaleError(f"unsupported data format {suffix!r} for {path}", "use .csv, .tsv or .jsonl")
+
+
+class _Rows(list):
+    """Rows of a data file and, in ``lines``, the line of the file each row starts on."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers keys given more than once (``json`` keeps the last silently)."""
+
+    def __init__(self, pairs):
+        super().__init__()
+        self.duplicates = []
+        for k, v in pairs:
+            if k in self:
+                self.duplicates.append(k)
+            self[k] = v
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def label_key(value) -> tuple[str, str]:
+    """``(kind, name)`` of one label value; values with the same name are one class.
+
+    Numbers are compared by value, whatever their spelling or type: ``1``, ``1.0``, ``"1"``, ``"1.0"``
+    and ``" 1 "`` are all the class ``"1"`` (``0.50`` is ``"0.5"``). JSON booleans are the classes
+    ``"true"`` / ``"false"`` (kind ``bool``; a file may not mix them with numbers or strings). Any other
+    string is its own class, stripped of surrounding spaces, case-sensitive. Kinds: num, bool, str;
+    ``None``, lists, objects and non-finite numbers raise ValueError."""
+    if isinstance(value, bool):
+        return "bool", "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite number")
+        return "num", _number_name(Decimal(value) if isinstance(value, int) else Decimal(repr(value)))
+    if isinstance(value, str):
+        s = value.strip()
+        if _NUMBER.fullmatch(s):
+            try:
+                return "num", _number_name(Decimal(s))
+            except InvalidOperation:  # pragma: no cover - the pattern only admits valid numbers
+                pass
+        return "str", s
+    kind = ("null" if value is None else "an object" if isinstance(value, dict) else "a list" if isinstance(value, list)
+            else f"a {type(value).__name__}")
+    raise ValueError(f"{kind} is not a label (use a string, number or true/false)")
+
+
+def _number_name(d: Decimal) -> str:
+    if d.is_zero():
+        return "0"
+    if d == d.to_integral_value() and d.adjusted() < 30:
+        return str(int(d))
+    return str(d.normalize())
+
+
+def _label_order(name: str):
+    """Classes sort numbers first (by value), then the other names alphabetically."""
+    if _NUMBER.fullmatch(name):
+        return (0, Decimal(name), "")
+    return (1, Decimal(0), name)
 
 
 def _columns(rows, path, text_col, label_col, pair_col):
@@ -229,15 +391,32 @@ def _columns(rows, path, text_col, label_col, pair_col):
     if pair_col and pair_col not in keys:
         raise ProbscaleError(f"{path} has no text-pair column {pair_col!r}", "pass --text-pair-column NAME or omit it")
     texts, labels, pairs = [], [], ([] if pair_col else None)
-    for n, r in enumerate(rows, 2):
+    kinds = {}  # kind -> first (row, value) of that kind
+    lines = getattr(rows, "lines", None) or range(2, len(rows) + 2)
+    for n, r in zip(lines, rows):
         t, y = r.get(text_col), r.get(label_col)
         if t is None or y is None or str(y).strip() == "":
-            raise ProbscaleError(f"{path}: row {n} has no {text_col!r} or {label_col!r} value",
+            raise ProbscaleError(f"{path}: line {n} has no {text_col!r} or {label_col!r} value",
                                  "fill in or remove the row")
+        for col, v in ((text_col, t), (pair_col, r.get(pair_col) if pair_col else None)):
+            if isinstance(v, (dict, list)):
+                raise ProbscaleError(f"{path}: line {n} has a JSON {'object' if isinstance(v, dict) else 'list'} "
+                                     f"as its {col!r} value", "give the text as a string")
+        try:
+            kind, name = label_key(y)
+        except ValueError as e:
+            raise ProbscaleError(f"{path}: line {n} has the label {y!r}: {e}", "give each row one label value")
+        kinds.setdefault(kind, (n, y))
         texts.append(str(t))
-        labels.append(str(y).strip())
+        labels.append(name)
         if pair_col:
             pairs.append(str(r.get(pair_col) or ""))
+    if "bool" in kinds and len(kinds) > 1:
+        other = next(k for k in kinds if k != "bool")
+        (nb, yb), (no, yo) = kinds["bool"], kinds[other]
+        raise ProbscaleError(f"{path} mixes boolean labels (line {nb}: {json.dumps(yb)}) with "
+                             f"{'number' if other == 'num' else 'string'} labels (line {no}: {json.dumps(yo)})",
+                             "use one label type in the file: all true/false, all numbers, or all strings")
     return texts, labels, pairs
 
 
@@ -245,7 +424,7 @@ def load_local(train_path, eval_path=None, text_column="text", label_column="lab
                max_train: int | None = None, name: str | None = None) -> TaskData:
     train_path = Path(train_path)
     t_texts, t_labels, t_pairs = _columns(_read_table(train_path), train_path, text_column, label_column, text_pair_column)
-    names = sorted(set(t_labels), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    names = sorted(set(t_labels), key=_label_order)
     if len(names) < 2:
         raise ProbscaleError(f"{train_path} has only one class ({names[0]!r})",
                              "a classifier needs at least two classes in the training data")
@@ -270,7 +449,7 @@ def load_local(train_path, eval_path=None, text_column="text", label_column="lab
         train, evs = full.subset(tr), full.subset(ev)
         split = f"stratified {1 - EVAL_FRACTION:.0%}/{EVAL_FRACTION:.0%}, seed {SPLIT_SEED}"
     n_full = len(train)
-    train = train.subset(stratified_sample(train.labels, max_train))
+    train = _cap_train(train, len(names), max_train)
     return TaskData(name or train_path.stem, names, train, evs,
                     source={"builtin": False, "train_file": str(train_path), "eval_file": str(eval_path or ""),
                             "split": split, "train_available": n_full})
@@ -303,14 +482,20 @@ def load_hub(name: str, text_column="text", label_column="label", text_pair_colu
 
 def load_task(spec: str, eval_path=None, text_column="text", label_column="label", text_pair_column=None,
               max_train: int | None = None, log=None) -> TaskData:
-    """A built-in task name, a local file, or a `datasets` name."""
+    """A built-in task name, a local file, or a `datasets` name.
+
+    Refused up front (one line each): an eval split of fewer than ``MIN_EVAL_EXAMPLES`` examples, and a
+    ``max_train`` below the number of classes."""
     from probscale_edge.assets import BUILTIN_TASKS
 
     if spec in BUILTIN_TASKS:
-        return _builtin(spec, max_train, log)
-    if os.path.exists(spec) or any(spec.lower().endswith(s) for s in (".csv", ".tsv", ".jsonl", ".json", ".tab")):
-        return load_local(spec, eval_path, text_column, label_column, text_pair_column, max_train)
-    if "/" in spec:
-        return load_hub(spec, text_column, label_column, text_pair_column, max_train)
-    raise ProbscaleError(f"unknown task {spec!r}",
-                         f"use a built-in task ({', '.join(BUILTIN_TASKS)}), a local CSV/TSV/JSONL, or a datasets name")
+        task = _builtin(spec, max_train, log)
+    elif os.path.exists(spec) or any(spec.lower().endswith(s) for s in (".csv", ".tsv", ".jsonl", ".json", ".tab")):
+        task = load_local(spec, eval_path, text_column, label_column, text_pair_column, max_train)
+    elif "/" in spec:
+        task = load_hub(spec, text_column, label_column, text_pair_column, max_train)
+    else:
+        raise ProbscaleError(f"unknown task {spec!r}",
+                             f"use a built-in task ({', '.join(BUILTIN_TASKS)}), a local CSV/TSV/JSONL, or a datasets name")
+    check_eval_size(task)
+    return task

@@ -20,76 +20,17 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from probscale_edge.errors import ProbscaleError
+from probscale_edge.specs import LatencyTable
 
-TABLE_FORMAT = 1
+__all__ = ["LatencyTable", "measure_table", "check_table", "spec_bundle", "time_bundles"]
+
+TABLE_FORMAT = LatencyTable.VERSION
 NOISY_FIT = 0.15  # a fit this far from a measured point means a noisy measurement
-
-
-@dataclass
-class LatencyTable:
-    seq: int
-    threads: int
-    precision: str
-    target: str
-    base_ms: float
-    layer_ms: float
-    head_ms: float
-    neuron_ms: float
-    full: dict  # the unpruned shape: {"layers", "heads", "ffn"}
-    points: list = field(default_factory=list)  # [{"layers", "heads", "ffn", "p50_ms", "predicted_ms"}]
-    max_relative_error: float = 0.0
-    device: dict = field(default_factory=dict)
-    model: str = ""
-    format_version: int = TABLE_FORMAT
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LatencyTable":
-        need = ("seq", "threads", "base_ms", "layer_ms", "head_ms", "neuron_ms", "full")
-        missing = [k for k in need if k not in d]
-        if missing:
-            raise ProbscaleError(f"latency table lacks {', '.join(missing)}",
-                                 "write it with `probscale-edge latency-table -o FILE`")
-        if d.get("format_version", TABLE_FORMAT) > TABLE_FORMAT:
-            raise ProbscaleError("latency table is from a newer probscale-edge", "upgrade probscale-edge")
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-    @classmethod
-    def load(cls, path) -> "LatencyTable":
-        p = Path(path)
-        try:
-            return cls.from_dict(json.loads(p.read_text()))
-        except FileNotFoundError:
-            raise ProbscaleError(f"latency table {p} does not exist", "write it with `probscale-edge latency-table -o FILE`")
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
-            raise ProbscaleError(f"latency table {p} is not valid JSON ({e})", "write it again with `probscale-edge latency-table`")
-
-    def cost_model(self) -> dict:
-        return {"layer": self.layer_ms, "head": self.head_ms, "neuron": self.neuron_ms}
-
-    def predict(self, layer_shapes) -> float:
-        """Predicted ms for a list of {"heads", "ffn"} (one per kept layer)."""
-        return float(self.base_ms + sum(self.layer_ms + self.head_ms * s["heads"] + self.neuron_ms * s["ffn"]
-                                        for s in layer_shapes))
-
-    def fastest(self, min_heads: int = 1, min_neurons: int = 16) -> float:
-        return self.predict([{"heads": min_heads, "ffn": min_neurons}])
-
-    def uniform_fraction(self, max_ms: float) -> float:
-        """The fraction of every layer's heads and neurons that meets ``max_ms`` with every layer kept
-        (the parameter budget the layer search starts from)."""
-        L, H, F = self.full["layers"], self.full["heads"], self.full["ffn"]
-        width = L * (self.head_ms * H + self.neuron_ms * F)
-        left = max_ms - self.base_ms - L * self.layer_ms
-        return float(min(1.0, max(0.0, left / width))) if width > 0 else 1.0
 
 
 def design_points(layers: int, heads: int, ffn: int) -> list[tuple[int, int, int]]:
@@ -125,7 +66,7 @@ def fit(points) -> dict:
 
 def _point_bundle(folder: Path, onnx_path: Path, tokenizer, names, seq: int, precision: str, target: str) -> Path:
     """A minimal bundle (model, tokenizer, manifest with checksums) that the runtime's benchmark runs."""
-    from probscale_edge.runtime.bundle import file_entries
+    from probscale_edge.runtime.bundle import write_manifest
 
     folder.mkdir(parents=True)
     shutil.copyfile(onnx_path, folder / "model.onnx")
@@ -134,13 +75,11 @@ def _point_bundle(folder: Path, onnx_path: Path, tokenizer, names, seq: int, pre
     shutil.copyfile(tok_dir / "tokenizer.json", folder / "tokenizer.json")
     shutil.rmtree(tok_dir, ignore_errors=True)
     (folder / "labels.json").write_text(json.dumps(["0", "1"]))
-    manifest = {"format_version": 1, "created_by": "probscale-edge latency-table", "target": target,
-                "labels": ["0", "1"],
-                "model": {"file": "model.onnx", "format": "onnx", "precision": precision, "inputs": list(names),
-                          "outputs": ["logits"]},
-                "tokenizer": {"file": "tokenizer.json", "max_length": seq, "pad_id": int(tokenizer.pad_token_id or 0)}}
-    manifest["files"] = file_entries(folder, ["model.onnx", "tokenizer.json", "labels.json"])
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_manifest(folder, {"created_by": "probscale-edge latency-table", "target": target, "labels": ["0", "1"],
+                            "model": {"file": "model.onnx", "format": "onnx", "precision": precision,
+                                      "inputs": list(names), "outputs": ["logits"]},
+                            "tokenizer": {"file": "tokenizer.json", "max_length": seq,
+                                          "pad_id": int(tokenizer.pad_token_id or 0)}})
     return folder
 
 
@@ -161,7 +100,7 @@ def spec_bundle(model, spec, tokenizer, folder: Path, seq: int, precision: str, 
 
         factorize_embeddings(m, embedding_rank)
     path = folder / "fp32.onnx"
-    names = export_onnx(m, tokenizer, path, ExportConfig(max_length=seq))["inputs"]
+    names = export_onnx(m, tokenizer, path, ExportConfig(), max_length=seq)["inputs"]
     if precision == "int8":
         quantize_dynamic_int8(path, folder / "int8.onnx", PRESETS[target])
         path = folder / "int8.onnx"
@@ -173,7 +112,7 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
                   model_name: str = "", log=None, progress=None, passes: int = 3) -> LatencyTable:
     """Time the int8 (or fp32) bundles of uniformly pruned copies of ``model`` and fit the latency model.
 
-    ``ssh``: ``user@host`` to time them on that device (through :func:`probscale_edge.profile.run_profile`);
+    ``ssh``: ``user@host`` to time them on that device (through :func:`probscale_edge.devices.run_profile`);
     default: this machine, with the same benchmark code."""
     from probscale_edge.converters.quantize import check_target
     from probscale_edge.prune import SubnetworkSpec
@@ -202,7 +141,7 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
             if progress:
                 progress(1)
         if ssh:  # each pass times every shape once more, so a busy moment on the device hits one pass, not one shape
-            from probscale_edge.profile import run_profile
+            from probscale_edge.devices import run_profile
 
             p50 = [[] for _ in pts]
             sess = [[] for _ in pts]

@@ -59,10 +59,18 @@ def check_model_folder(path: Path, allow_pickle: bool = False) -> dict:
     if not cfg_path.exists():
         raise ProbscaleError(f"{path} has no config.json, so it is not a Hugging Face model folder",
                              "pass the folder written by save_pretrained()")
+    if not cfg_path.is_file():  # a folder, FIFO or device named config.json (a FIFO would block the read)
+        raise ProbscaleError(f"{cfg_path} is not a regular file", "restore config.json from the original model")
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ProbscaleError(f"{cfg_path} is not valid JSON ({e})", "restore config.json from the original model")
+    except OSError as e:
+        raise ProbscaleError(f"could not read {cfg_path} ({e.strerror or e})", "check the file and its permissions")
+    _check_config_shape(cfg, cfg_path)
+    for f in WEIGHT_FILES_SAFE + WEIGHT_FILES_PICKLE:
+        if (path / f).exists() and not (path / f).is_file():
+            raise ProbscaleError(f"{path / f} is not a regular file", "restore the weight file from the original model")
     safe = [f for f in WEIGHT_FILES_SAFE if (path / f).exists()]
     pickle = [f for f in WEIGHT_FILES_PICKLE if (path / f).exists()]
     if not safe and not pickle:
@@ -76,6 +84,27 @@ def check_model_folder(path: Path, allow_pickle: bool = False) -> dict:
                              "use a model of a built-in architecture")
     get_adapter(cfg.get("model_type", "?"))
     return cfg
+
+
+def _check_config_shape(cfg, cfg_path: Path) -> None:
+    """config.json must be a JSON object naming its family (``model_type``, a string)."""
+    if not isinstance(cfg, dict):
+        kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(cfg), "null")
+        raise ProbscaleError(f"{cfg_path} holds a JSON {kind}, not a model config (a JSON object with model_type)",
+                             "restore config.json from the original model")
+    mt, archs = cfg.get("model_type"), cfg.get("architectures")
+    if mt is None:
+        if isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs):
+            raise ProbscaleError(f"{cfg_path} has no model_type (architectures: {', '.join(archs[:3])})",
+                                 'add the family, e.g. "model_type": "bert", or restore config.json from the original model')
+        raise ProbscaleError(f"{cfg_path} is not a model config (no model_type or architectures)",
+                             "restore config.json from the original model")
+    if not isinstance(mt, str) or not mt:
+        raise ProbscaleError(f"{cfg_path} has model_type {json.dumps(mt)}, not a family name",
+                             'write the family as a string, e.g. "model_type": "bert"')
+    if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
+        raise ProbscaleError(f"{cfg_path} has architectures {json.dumps(archs)[:80]}, not a list of class names",
+                             "restore config.json from the original model")
 
 
 def load_encoder(spec, allow_pickle: bool = False, log=None):
@@ -106,11 +135,13 @@ def load_encoder(spec, allow_pickle: bool = False, log=None):
         raise ProbscaleError(f"could not load the weights of {src} ({type(e).__name__}: {msg})",
                              "the weight file is truncated, corrupt or does not match config.json; restore it")
     _check_loaded_weights(encoder, src)
+    check_finite_weights(encoder, src)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(src))
     except Exception as e:  # noqa: BLE001
         raise ProbscaleError(f"could not load the tokenizer of {src} ({type(e).__name__})",
                              "add tokenizer.json (or vocab files) to the model folder")
+    check_tokenizer_fits(encoder, tokenizer, src)
     adapter.drop_pooler(encoder)
     encoder.eval()
     return encoder, tokenizer, src
@@ -136,6 +167,38 @@ def _check_loaded_weights(encoder, src):
             if len(missing) > 0.5 * max(len(own), 1):
                 raise ProbscaleError(f"{st} does not contain this architecture's weights ({len(missing)} of {len(own)} missing)",
                                      "config.json and the weights disagree; use the matching pair")
+
+
+def check_finite_weights(module, src="the model") -> None:
+    """Every floating-point weight and buffer must be finite; names the first tensor holding NaN or Inf."""
+    with torch.no_grad():
+        for name, t in module.state_dict(keep_vars=False).items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+                what = " and ".join(x for x in (f"{n_nan:,} NaN" if n_nan else "", f"{n_inf:,} Inf" if n_inf else "") if x)
+                raise ProbscaleError(f"the weights of {src} are not finite: {name} holds {what} of {t.numel():,} values",
+                                     "the checkpoint is corrupt (or diverged in training); restore it from the original model")
+
+
+def check_tokenizer_fits(encoder, tokenizer, src="the model") -> None:
+    """Every id the tokenizer can produce must index a row of the model's word embedding."""
+    emb = encoder.get_input_embeddings()
+    rows = getattr(emb, "num_embeddings", None)
+    if rows is None:
+        weight = getattr(emb, "weight", None)
+        rows = weight.shape[0] if weight is not None else None
+    if rows is None:
+        return
+    max_id = len(tokenizer) - 1
+    try:
+        max_id = max(max_id, max(tokenizer.get_vocab().values(), default=-1))
+    except Exception:  # noqa: BLE001  (a tokenizer without get_vocab: len() is all there is)
+        pass
+    if max_id >= rows:
+        raise ProbscaleError(f"the tokenizer of {src} produces ids up to {max_id:,}, but the model's word embedding "
+                             f"has {rows:,} rows (vocab_size {getattr(encoder.config, 'vocab_size', '?')})",
+                             "use the tokenizer the model was trained with, or resize the embedding "
+                             "(model.resize_token_embeddings(len(tokenizer))) and save the model again")
 
 
 class EncoderClassifier(nn.Module):

@@ -14,11 +14,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from probscale_edge.config import ProbeConfig
 from probscale_edge.data import stratified_sample
+from probscale_edge.specs import ProbeReport
+
+__all__ = ["ProbeConfig", "ProbeReport", "ProbeSettings", "probe_layers"]
 
 
-@dataclass
-class ProbeConfig:
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What the probe functions read: :class:`~probscale_edge.config.ProbeConfig` plus the shared values
+    they need (derived by :meth:`of`, never set twice by hand)."""
+
     max_examples: int = 1500  # per task, a stratified sample of the train split
     pooling: str = "mean"  # mean | cls
     folds: int = 3  # cross-validation folds of the probe
@@ -26,15 +33,9 @@ class ProbeConfig:
     batch_size: int = 64
     seed: int = 0
 
-
-@dataclass
-class ProbeReport:
-    tasks: list  # [{"name", "weight", "layer_accuracy": [acc per hidden state]}]
-    weighted: list  # task-weighted accuracy per hidden state
-    config: dict = field(default_factory=dict)
-
-    def to_dict(self):
-        return asdict(self)
+    @classmethod
+    def of(cls, cfg: ProbeConfig, pooling: str, max_length: int, seed: int) -> "ProbeSettings":
+        return cls(cfg.probe_examples, pooling, cfg.probe_folds, max_length, cfg.probe_batch_size, seed)
 
 
 def _pool(h, mask, pooling):
@@ -44,7 +45,7 @@ def _pool(h, mask, pooling):
     return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-def extract_features(model, tokenizer, texts, pairs, cfg: ProbeConfig, progress=None) -> np.ndarray:
+def extract_features(model, tokenizer, texts, pairs, cfg: ProbeSettings, progress=None) -> np.ndarray:
     """Pooled features of every hidden state: array [num_hidden_states, n, hidden].
 
     Inside ``distributed.collective()`` under ``torchrun``, each rank extracts a shard on its
@@ -60,7 +61,7 @@ def extract_features(model, tokenizer, texts, pairs, cfg: ProbeConfig, progress=
 
 
 @torch.no_grad()
-def _extract(model, tokenizer, texts, pairs, cfg: ProbeConfig, progress=None) -> np.ndarray:
+def _extract(model, tokenizer, texts, pairs, cfg: ProbeSettings, progress=None) -> np.ndarray:
     from probscale_edge.modeling import tokenize
 
     model.eval()
@@ -96,13 +97,13 @@ def probe_accuracy(features: np.ndarray, labels, folds: int = 3, seed: int = 0) 
     return float(np.mean(cross_val_score(clf, features, y, cv=cv)))
 
 
-def probe_sample(task, cfg: ProbeConfig):
+def probe_sample(task, cfg: ProbeSettings):
     idx = stratified_sample(task.train.labels, cfg.max_examples, seed=cfg.seed)
     s = task.train.subset(idx)
     return s.texts, s.pairs, s.labels
 
 
-def features_key(model_key: str, texts, pairs, cfg: ProbeConfig) -> str:
+def features_key(model_key: str, texts, pairs, cfg: ProbeSettings) -> str:
     """Content hash of what the features depend on: the model, the exact texts, pooling and length."""
     import hashlib
     import json
@@ -117,7 +118,7 @@ def features_key(model_key: str, texts, pairs, cfg: ProbeConfig) -> str:
     return h.hexdigest()[:32]
 
 
-def cached_features(model, tokenizer, texts, pairs, cfg: ProbeConfig, cache=None, model_key: str | None = None,
+def cached_features(model, tokenizer, texts, pairs, cfg: ProbeSettings, cache=None, model_key: str | None = None,
                     progress=None):
     """:func:`extract_features`, stored under ``cache`` by content hash (``model_key`` names the model's
     weights): a repeat build on the same model and texts skips extraction. -> (features, from_cache)."""
@@ -148,12 +149,12 @@ def cached_features(model, tokenizer, texts, pairs, cfg: ProbeConfig, cache=None
     return feats, False
 
 
-def probe_layers(model, tokenizer, tasks, weights, cfg: ProbeConfig | None = None, progress=None, cache=None,
+def probe_layers(model, tokenizer, tasks, weights, cfg: ProbeSettings | None = None, progress=None, cache=None,
                  model_key: str | None = None) -> ProbeReport:
     """Probe every hidden state of ``model`` for every task; weights are normalised to sum to 1.
 
     With ``cache`` and ``model_key``, pooled features are cached by content hash (see :func:`cached_features`)."""
-    cfg = cfg or ProbeConfig()
+    cfg = cfg or ProbeSettings()
     wsum = float(sum(weights))
     out, weighted = [], None
     for task, w in zip(tasks, weights):
@@ -192,7 +193,7 @@ def composed(model, keep_layers):
         setattr(enc.config, adapter.num_layers_key, old_n)
 
 
-def probe_subnetwork(model, tokenizer, tasks, weights, keep_layers, cfg: ProbeConfig, samples=None) -> float:
+def probe_subnetwork(model, tokenizer, tasks, weights, keep_layers, cfg: ProbeSettings, samples=None) -> float:
     """Task-weighted probe accuracy on the *output of the composed subnetwork* (not a sum of layer scores)."""
     wsum = float(sum(weights))
     total = 0.0

@@ -8,33 +8,13 @@ weight tensors are really smaller, saved and reloaded by :mod:`probscale_edge.mo
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
-
 import torch
 import torch.nn as nn
 
 from probscale_edge.errors import ProbscaleError
+from probscale_edge.specs import SubnetworkSpec
 
-
-@dataclass
-class SubnetworkSpec:
-    """What to keep. Indices refer to the source model.
-
-    keep_layers: source layer indices kept, in order.
-    heads: for a kept layer (key: source index as str), the head indices kept; absent = all.
-    ffn: for a kept layer, the FFN neuron indices kept; absent = all.
-    """
-
-    keep_layers: list
-    heads: dict = field(default_factory=dict)
-    ffn: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SubnetworkSpec":
-        return cls(list(d["keep_layers"]), dict(d.get("heads", {})), dict(d.get("ffn", {})))
+__all__ = ["SubnetworkSpec", "apply_spec", "cut_units", "resize_layer"]
 
 
 def _slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
@@ -101,6 +81,9 @@ def apply_spec(model, spec: SubnetworkSpec, inplace: bool = False):
     if bad or len(set(spec.keep_layers)) != len(spec.keep_layers):
         raise ProbscaleError(f"subnetwork spec keeps invalid layers {spec.keep_layers} for a {n}-layer model",
                              "regenerate the spec with `probscale-edge select` for this model")
+    shapes = m.layer_shapes() if hasattr(m, "layer_shapes") else None
+    if shapes is not None:  # indices the model does not have: one line, not an index error mid-surgery
+        spec.check_shape(n, [s["heads"] for s in shapes], [s["ffn"] for s in shapes])
     cut_units(enc, adapter, spec)
     adapter.keep_layers(enc, [int(i) for i in spec.keep_layers])
     return m

@@ -19,13 +19,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from probscale_edge.config import RECOVER_MODES, FinetuneConfig, RecoverConfig
 from probscale_edge.errors import ProbscaleError
+from probscale_edge.faults import fault
 
-MODES = ("none", "head", "finetune", "distill")
+__all__ = ["RecoverConfig", "TrainSettings", "recover", "train_classifier", "HiddenDistill"]
+
+MODES = RECOVER_MODES
 
 
-@dataclass
-class RecoverConfig:
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the training functions read: the fine-tune's recipe (:class:`~probscale_edge.config.FinetuneConfig`),
+    the recovery's (:class:`~probscale_edge.config.RecoverConfig`) and the shared length and seed, derived by
+    :meth:`of` (never set twice by hand). The teacher trains with ``lr``/``epochs``, the student with
+    ``student_lr``/``student_epochs``."""
+
     mode: str = "distill"  # none | head | finetune | distill
     epochs: float = 3.0
     student_epochs: float | None = None  # recovery epochs (default: ``epochs``, the teacher's recipe)
@@ -55,6 +64,17 @@ class RecoverConfig:
     eval_every: float = 0.5
     patience: int = 3
 
+    @classmethod
+    def of(cls, ft: FinetuneConfig, rc: RecoverConfig | None = None, max_length: int = 128,
+           seed: int = 0) -> "TrainSettings":
+        rc = rc or RecoverConfig()
+        return cls(mode=rc.recover_mode, epochs=ft.epochs, student_epochs=rc.student_epochs, lr=ft.lr,
+                   student_lr=rc.student_lr, batch_size=ft.batch_size, warmup=ft.warmup, weight_decay=ft.weight_decay,
+                   max_length=max_length, freeze_word_embeddings=ft.freeze_word_embeddings,
+                   temperature=rc.temperature, alpha=rc.alpha, hidden_weight=rc.distill_hidden, augment=rc.augment,
+                   seed=seed, amp=ft.amp, checkpoint_every=ft.checkpoint_every, dev_fraction=rc.dev_fraction,
+                   eval_every=rc.eval_every, patience=rc.patience)
+
 
 def _batches(lengths, batch_size, rng):
     idx = list(range(len(lengths)))
@@ -68,7 +88,7 @@ def _batches(lengths, batch_size, rng):
     return batches
 
 
-def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits: np.ndarray | None = None,
+def train_classifier(model, tokenizer, split, cfg: TrainSettings, teacher_logits: np.ndarray | None = None,
                      lr: float | None = None, progress_desc: str = "fine-tune", head_only: bool = False,
                      checkpoint: str | os.PathLike | None = None, resume: bool = False, dev_split=None,
                      hidden_teacher=None) -> dict:
@@ -85,7 +105,6 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
     ``hidden_teacher`` (a :class:`HiddenDistill`): adds its hidden-state loss, weighted by ``cfg.hidden_weight``.
     """
     from probscale_edge import distributed as dist
-    from probscale_edge.pipeline import fault
     from probscale_edge.progress import progress_bar
 
     if len(split) == 0:
@@ -230,7 +249,7 @@ def train_classifier(model, tokenizer, split, cfg: RecoverConfig, teacher_logits
 class _EarlyStopping:
     """Score a held-out dev split every ``cfg.eval_every`` epochs; keep the best weights (in memory)."""
 
-    def __init__(self, model, tokenizer, dev, cfg: RecoverConfig, steps_per_epoch: int):
+    def __init__(self, model, tokenizer, dev, cfg: TrainSettings, steps_per_epoch: int):
         self.model, self.tokenizer, self.dev, self.cfg = model, tokenizer, dev, cfg
         self.every = max(1, int(round(cfg.eval_every * steps_per_epoch)))
         self.best, self.best_step, self.best_state, self.bad, self.history = None, 0, None, 0, []
@@ -368,7 +387,7 @@ def _save_state(path: Path, model, opt, sched, step, total, losses, stopper=None
     os.replace(tmp, path)
 
 
-def recover(student, tokenizer, split, cfg: RecoverConfig, teacher_logits=None, checkpoint=None,
+def recover(student, tokenizer, split, cfg: TrainSettings, teacher_logits=None, checkpoint=None,
             resume: bool = False, hidden_teacher: HiddenDistill | None = None, augmenter=None) -> dict:
     """Apply the recovery mode to a pruned student (``hidden_teacher``: hidden-state distillation;
     ``augmenter`` (:class:`probscale_edge.augment.Augmenter`): augmented distillation; both mode distill)."""

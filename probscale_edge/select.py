@@ -16,49 +16,12 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import asdict, dataclass, field
 
+from probscale_edge.config import STRATEGIES, SelectConfig
 from probscale_edge.errors import ProbscaleError
-from probscale_edge.prune import SubnetworkSpec
+from probscale_edge.specs import LatencyTable, Selection, SubnetworkSpec
 
-STRATEGIES = ("probscale", "bottom", "top", "random")
-
-
-@dataclass
-class SelectConfig:
-    budget: float = 1 / 3  # fraction of the encoder's non-embedding parameters kept
-    strategy: str = "probscale"
-    max_candidates: int = 6  # subsets checked by probing the composed subnetwork
-    max_enumerate: int = 200_000  # exact enumeration limit
-    seed: int = 0
-    granularity: str = "unit"  # layer: whole layers only | unit: layers, then heads and FFN neurons
-    layer_budget: float | None = None  # unit granularity: budget for choosing layers (default layer_factor x budget)
-    layer_factor: float = 2.0  # unit granularity: layers are chosen under this multiple of the budget
-    prune_iterations: int = 1  # unit granularity: heads and neurons removed in this many re-scored steps
-    max_latency_ms: float | None = None  # unit granularity: a latency budget instead of a parameter budget
-    latency_table: dict | None = None  # a LatencyTable (as a dict) measured on the target; needed with max_latency_ms
-
-
-@dataclass
-class Selection:
-    spec: SubnetworkSpec
-    kept_fraction: float
-    kept_non_embedding: int
-    candidates: list = field(default_factory=list)  # [{"layers", "additive", "composed"}]
-    strategy: str = "probscale"
-    budget: float = 0.0
-    predicted_latency_ms: float | None = None  # with a latency budget: the latency table's prediction
-
-    def to_dict(self):
-        d = asdict(self)
-        d["spec"] = self.spec.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Selection":
-        return cls(SubnetworkSpec.from_dict(d["spec"]), d["kept_fraction"], d["kept_non_embedding"],
-                   d.get("candidates", []), d.get("strategy", "probscale"), d.get("budget", 0.0),
-                   d.get("predicted_latency_ms"))
+__all__ = ["SelectConfig", "Selection", "select", "select_layers", "layer_costs", "check_budget"]
 
 
 def layer_costs(model) -> list[int]:
@@ -106,31 +69,29 @@ def gains(weighted_acc: list[float]) -> list[float]:
 
 
 def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights=None, probe_cfg=None,
-           log=None) -> Selection:
-    """Layers (probe-guided), then, with unit granularity, heads and FFN neurons (Fisher) to the budget."""
+           log=None, *, budget: float | None = None, table: LatencyTable | None = None, seed: int = 0) -> Selection:
+    """Layers (probe-guided), then, with unit granularity, heads and FFN neurons (Fisher) to the budget.
+
+    ``budget``: the parameter budget (default ``cfg.budget``; the build passes the one a compression ratio
+    implies). ``table``: the latency table, needed with ``cfg.max_latency_ms``; the budget then comes from it."""
     log = log or (lambda *_: None)
-    if cfg.granularity not in ("layer", "unit"):
-        raise ProbscaleError(f"unknown granularity {cfg.granularity!r}", "use --granularity layer or unit")
     costs = layer_costs(model)
-    table = None
+    budget = cfg.budget if budget is None else budget
     if cfg.max_latency_ms is not None:
-        table = _latency_budget(cfg, report)
-    check_budget(cfg.budget, costs, cfg.granularity)
+        budget = _latency_budget(cfg, table)
+    check_budget(budget, costs, cfg.granularity)
     if cfg.granularity == "layer":
-        return select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log)
+        return select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log, budget=budget, seed=seed)
     # layers are chosen under a looser budget (at least one whole layer), then cut to the budget by units
-    layer_budget = min(1.0, max(cfg.layer_budget or cfg.layer_factor * cfg.budget, min(costs) / sum(costs)))
-    sel = select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log, budget=layer_budget)
+    layer_budget = min(1.0, max(cfg.layer_budget or cfg.layer_factor * budget, min(costs) / sum(costs)))
+    sel = select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log, budget=layer_budget, seed=seed)
     if tokenizer is None or not tasks:
         raise ProbscaleError("unit granularity needs task data to score heads and neurons", "use --granularity layer")
     from probscale_edge.importance import iterative_allocate
 
     keep = sel.spec.keep_layers
-    if cfg.prune_iterations < 1:
-        raise ProbscaleError(f"--prune-iterations {cfg.prune_iterations} must be at least 1",
-                             "pass 1 for one-shot pruning or e.g. 8 for re-scoring in 8 steps")
     total = sum(costs)
-    target, cost_model = int(cfg.budget * total), None
+    target, cost_model = int(budget * total), None
     if table is not None:
         keep = _layers_within_latency(table, cfg.max_latency_ms, keep, report, log)
         target, cost_model = cfg.max_latency_ms - table.base_ms, table.cost_model()
@@ -144,25 +105,22 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
         predicted = table.base_ms + al["cost"]
         log(f"  predicted latency {predicted:.2f} ms (budget {cfg.max_latency_ms:g} ms, sequence {table.seq}, "
             f"{table.threads} thread(s))")
-    return Selection(spec, al["params"] / total, al["params"], sel.candidates, cfg.strategy, cfg.budget, predicted)
+    return Selection(spec, al["params"] / total, al["params"], sel.candidates, cfg.strategy, budget, predicted)
 
 
-def _latency_budget(cfg: SelectConfig, report):
-    """Set ``cfg.budget`` (for the layer search) from the latency budget; refuse budgets no subnetwork meets."""
-    from probscale_edge.latency import LatencyTable
-
+def _latency_budget(cfg: SelectConfig, table: LatencyTable | None) -> float:
+    """The parameter budget the layer search starts from under the latency budget; refuses budgets no
+    subnetwork meets."""
     if cfg.granularity != "unit":
         raise ProbscaleError("--max-latency-ms cuts heads and neurons", "use --granularity unit (the default)")
-    if cfg.latency_table is None:
+    if table is None:
         raise ProbscaleError("--max-latency-ms needs a latency table", "pass --latency-table FILE, or let the build measure one")
-    table = LatencyTable.from_dict(cfg.latency_table)
     if cfg.max_latency_ms < table.fastest():
         raise ProbscaleError(f"--max-latency-ms {cfg.max_latency_ms:g} is below the fastest subnetwork of this model on "
                              f"the table's machine ({table.fastest():.2f} ms: one layer, one head, 16 neurons)",
                              f"use --max-latency-ms {table.fastest():.2f} or more, or a table measured at a shorter "
                              "sequence (latency-table --max-length)")
-    cfg.budget = max(1e-6, table.uniform_fraction(cfg.max_latency_ms))
-    return table
+    return max(1e-6, table.uniform_fraction(cfg.max_latency_ms))
 
 
 def _layers_within_latency(table, max_ms: float, keep, report, log):
@@ -178,10 +136,8 @@ def _layers_within_latency(table, max_ms: float, keep, report, log):
 
 
 def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights=None, probe_cfg=None,
-                  log=None, budget: float | None = None) -> Selection:
+                  log=None, budget: float | None = None, seed: int = 0) -> Selection:
     log = log or (lambda *_: None)
-    if cfg.strategy not in STRATEGIES:
-        raise ProbscaleError(f"unknown selection strategy {cfg.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
     costs = layer_costs(model)
     budget = cfg.budget if budget is None else budget
     check_budget(budget, costs)
@@ -216,7 +172,7 @@ def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, 
         chosen = top()
     elif cfg.strategy == "random":
         subs = [s for s in _enumerate(costs, limit, cfg.max_enumerate) if len(s) == k_max]
-        chosen = random.Random(cfg.seed).choice(subs)
+        chosen = random.Random(seed).choice(subs)
     else:
         subs = _enumerate(costs, limit, cfg.max_enumerate)
         # only maximal subsets: a layer that still fits the budget is worth keeping
@@ -227,9 +183,9 @@ def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, 
             if s not in shortlist:
                 shortlist.append(s)
         if tokenizer is not None and tasks:
-            from probscale_edge.probe import ProbeConfig, probe_sample, probe_subnetwork
+            from probscale_edge.probe import ProbeSettings, probe_sample, probe_subnetwork
 
-            pcfg = probe_cfg or ProbeConfig()
+            pcfg = probe_cfg or ProbeSettings()
             samples = [probe_sample(t, pcfg) for t in tasks]
             for s in shortlist:
                 sc = probe_subnetwork(model, tokenizer, tasks, weights, list(s), pcfg, samples=samples)

@@ -319,19 +319,7 @@ def block_params(model) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- the whole job
-def prune_folder(model_dir, output, spec: Seq2SeqSpec | None = None, budget: float | None = None, pairs=None,
-                 onnx: bool = False, force: bool = False, log=None) -> dict:
-    """Cut the T5 in ``model_dir`` to ``spec`` (or to ``budget`` by Fisher importance on ``pairs`` = (sources,
-    targets)), save it to ``output``, reload and compare it, and with ``onnx`` export it with a key/value cache
-    and check greedy generation against PyTorch. ``output`` appears only when every check passed.
-    Returns a report (parameter counts before and after, the spec, the checks)."""
-    import shutil
-
-    import numpy as np
-    import torch
-
-    log = log or (lambda m: None)
-    model_dir, out = Path(model_dir), Path(output)
+def _check_prune_args(model_dir: Path, out: Path, spec, budget, pairs, force: bool) -> None:
     if out.exists() and not force:
         raise ProbscaleError(f"{out} already exists", "pass --force to replace it, or another -o")
     if (spec is None) == (budget is None) or (budget is not None and not pairs):
@@ -344,6 +332,10 @@ def prune_folder(model_dir, output, spec: Seq2SeqSpec | None = None, budget: flo
     if kind != "t5":
         raise ProbscaleError(f"{model_dir} is not a T5 model folder (model_type {kind!r})",
                              "give a T5 encoder-decoder folder; encoders are cut with `prune`")
+
+
+def _load_t5(model_dir: Path):
+    """The folder's model (a pruned folder, or a transformers T5) and its tokenizer (None if it has none)."""
     if (model_dir / SHAPES_FILE).exists():
         m = load_seq2seq(model_dir)
     else:
@@ -355,6 +347,58 @@ def prune_folder(model_dir, output, spec: Seq2SeqSpec | None = None, budget: flo
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(model_dir))
+    return m, tok
+
+
+def _check_reload(p, staging: Path, rep: dict, log):
+    """Reload ``staging`` and compare it with ``p`` on random inputs (``rep["reload_max_abs"]``).
+    Returns (reloaded model, input_ids, attention_mask)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, p.config.vocab_size, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    dec = torch.randint(2, p.config.vocab_size, (3, 5), generator=g)
+    reloaded = load_seq2seq(staging)
+    with torch.no_grad():
+        diff = float((p(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+                      - reloaded(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits).abs().max())
+    rep["reload_max_abs"] = diff
+    log(f"[{'PASS' if diff <= 1e-5 else 'FAIL'}] reload: max |Δlogit| {diff:.1e}")
+    if diff > 1e-5:
+        raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model")
+    return reloaded, ids, mask
+
+
+def _check_onnx(reloaded, staging: Path, ids, mask, rep: dict, log) -> None:
+    """Export ``reloaded`` to ``staging/onnx`` and check greedy generation against PyTorch (``rep["onnx"]``)."""
+    import numpy as np
+
+    from probscale_edge.converters.seq2seq import export_t5_seq2seq, seq2seq_parity
+
+    export_t5_seq2seq(reloaded, staging / "onnx")
+    r = seq2seq_parity(reloaded, staging / "onnx", ids.numpy(), mask.numpy().astype(np.int64), max_new_tokens=16)
+    ok = r["tokens_equal"] and r["all_steps_max_abs_logit"] <= 1e-4
+    rep["onnx"] = {k: r[k] for k in ("tokens_equal", "first_step_max_abs_logit", "all_steps_max_abs_logit")}
+    log(f"[{'PASS' if ok else 'FAIL'}] ONNX greedy generation (16 tokens, key/value cache): tokens "
+        f"{'equal' if r['tokens_equal'] else 'differ'}, max |Δlogit| {r['all_steps_max_abs_logit']}")
+    if not ok:
+        raise ProbscaleError("the ONNX export does not generate what PyTorch generates", "try another opset")
+
+
+def prune_folder(model_dir, output, spec: Seq2SeqSpec | None = None, budget: float | None = None, pairs=None,
+                 onnx: bool = False, force: bool = False, log=None) -> dict:
+    """Cut the T5 in ``model_dir`` to ``spec`` (or to ``budget`` by Fisher importance on ``pairs`` = (sources,
+    targets)), save it to ``output``, reload and compare it, and with ``onnx`` export it with a key/value cache
+    and check greedy generation against PyTorch. ``output`` appears only when every check passed.
+    Returns a report (parameter counts before and after, the spec, the checks)."""
+    import shutil
+
+    log = log or (lambda m: None)
+    model_dir, out = Path(model_dir), Path(output)
+    _check_prune_args(model_dir, out, spec, budget, pairs, force)
+    m, tok = _load_t5(model_dir)
     before = param_counts(m)
     if spec is None:
         if tok is None:
@@ -370,30 +414,9 @@ def prune_folder(model_dir, output, spec: Seq2SeqSpec | None = None, budget: flo
     try:
         save_seq2seq(p, tok, staging)
         (staging / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1))
-        g = torch.Generator().manual_seed(0)
-        ids = torch.randint(2, p.config.vocab_size, (3, 12), generator=g)
-        mask = torch.ones_like(ids)
-        mask[1, 8:] = 0
-        dec = torch.randint(2, p.config.vocab_size, (3, 5), generator=g)
-        reloaded = load_seq2seq(staging)
-        with torch.no_grad():
-            diff = float((p(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
-                          - reloaded(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits).abs().max())
-        rep["reload_max_abs"] = diff
-        log(f"[{'PASS' if diff <= 1e-5 else 'FAIL'}] reload: max |Δlogit| {diff:.1e}")
-        if diff > 1e-5:
-            raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model")
+        reloaded, ids, mask = _check_reload(p, staging, rep, log)
         if onnx:
-            from probscale_edge.converters.seq2seq import export_t5_seq2seq, seq2seq_parity
-
-            export_t5_seq2seq(reloaded, staging / "onnx")
-            r = seq2seq_parity(reloaded, staging / "onnx", ids.numpy(), mask.numpy().astype(np.int64), max_new_tokens=16)
-            ok = r["tokens_equal"] and r["all_steps_max_abs_logit"] <= 1e-4
-            rep["onnx"] = {k: r[k] for k in ("tokens_equal", "first_step_max_abs_logit", "all_steps_max_abs_logit")}
-            log(f"[{'PASS' if ok else 'FAIL'}] ONNX greedy generation (16 tokens, key/value cache): tokens "
-                f"{'equal' if r['tokens_equal'] else 'differ'}, max |Δlogit| {r['all_steps_max_abs_logit']}")
-            if not ok:
-                raise ProbscaleError("the ONNX export does not generate what PyTorch generates", "try another opset")
+            _check_onnx(reloaded, staging, ids, mask, rep, log)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

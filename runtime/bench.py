@@ -16,7 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
+from probscale_edge.errors import ProbscaleError
+from probscale_edge.runtime.bundle import MAX_LENGTH, MIN_LENGTH
+from probscale_edge.runtime.predictor import BACKENDS
+
 SCHEMA = "probscale-edge.bench/1"
+MAX_BATCH_SIZE = 4096
+MAX_RUNS = 1_000_000
+MAX_BATCH_TOKENS = 1 << 17  # batch size x sequence length of one timed call: bounds the session's activations
+
+
+def _whole(name: str, v, lo: int, hi: int | None, fix: str, optional: bool = False):
+    if v is None and optional:
+        return
+    ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+    if not ok:
+        span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ProbscaleError(f"{name} {v!r} is not a whole number {span}", fix)
 
 
 @dataclass
@@ -28,6 +44,28 @@ class BenchConfig:
     backend: str | None = None
     sequence_length: int | None = None  # pad/cut every input to this many tokens; None = natural length
     texts: list = field(default_factory=list)  # latency inputs (cycled); default: a fixed sentence
+
+    def __post_init__(self):
+        """Refuse settings that cannot be measured (one ProbscaleError line; the CLI's option names in the fix)."""
+        _whole("batch size", self.batch_size, 1, MAX_BATCH_SIZE,
+               f"pass --batch-size between 1 and {MAX_BATCH_SIZE} (larger batches do not fit a device's memory)")
+        _whole("number of runs", self.num_runs, 1, MAX_RUNS, f"pass --num-runs between 1 and {MAX_RUNS}")
+        _whole("number of warm-up runs", self.warmup_runs, 0, MAX_RUNS, f"pass --warmup-runs between 0 and {MAX_RUNS}")
+        _whole("threads", self.threads, 1, None, "pass --threads 1 or more, or leave it out for the runtime's default",
+               optional=True)
+        _whole("sequence length", self.sequence_length, MIN_LENGTH, MAX_LENGTH,
+               f"pass --sequence-length between {MIN_LENGTH} and the bundle's max length, or leave it out", optional=True)
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ProbscaleError(f"unknown backend {self.backend!r}", f"use {' or '.join(BACKENDS)}")
+        if not isinstance(self.texts, (list, tuple)) or not all(isinstance(t, str) for t in self.texts):
+            raise ProbscaleError("benchmark texts are not a list of strings", "pass texts=[\"...\", ...]")
+
+
+def check_max_eval(max_eval):
+    """``--max-eval``: None (every eval example) or a whole number >= 1; returns it."""
+    _whole("--max-eval", max_eval, 1, None, "pass --max-eval 1 or more, leave it out for every example, "
+           "or pass --no-accuracy", optional=True)
+    return max_eval
 
 
 def _rss_peak_bytes() -> int | None:
@@ -59,32 +97,53 @@ DEFAULT_TEXT = ("the film is a quiet, patient character study that rewards atten
                 "leans on coincidence more than it should")
 
 
-def bench_bundle(bundle, cfg: BenchConfig | None = None, eval_texts=None, eval_labels=None, eval_pairs=None) -> dict:
+def _widest(pred, texts) -> int:
+    """Tokens in the longest of ``texts`` (after truncation), encoded in chunks."""
+    if pred.fixed_length:
+        return int(pred.fixed_length)
+    enc = getattr(pred.tokenizer, "encode_batch_fast", pred.tokenizer.encode_batch)
+    return max(max(len(e.ids) for e in enc(texts[i:i + 1024])) for i in range(0, len(texts), 1024))
+
+
+def bench_bundle(bundle, cfg: BenchConfig | None = None, eval_texts=None, eval_labels=None, eval_pairs=None,
+                 public_key=None) -> dict:
+    """Benchmark ``bundle`` (verified first; ``public_key`` as in :class:`~probscale_edge.runtime.Predictor`)."""
     from probscale_edge.runtime.predictor import Predictor
 
     cfg = cfg or BenchConfig()
     rss0 = _rss_now()
     t0 = time.perf_counter()
-    pred = Predictor(bundle, backend=cfg.backend, threads=cfg.threads)
+    pred = Predictor(bundle, backend=cfg.backend, threads=cfg.threads, public_key=public_key)
     init_ms = (time.perf_counter() - t0) * 1000
-    texts = cfg.texts or [DEFAULT_TEXT]
+    texts = list(cfg.texts) or [DEFAULT_TEXT]
     if cfg.sequence_length:
+        if cfg.sequence_length > pred.max_length:
+            raise ProbscaleError(f"sequence length {cfg.sequence_length} is above the bundle's max length "
+                                 f"{pred.max_length}", f"pass --sequence-length between {MIN_LENGTH} and {pred.max_length}")
         pred.fixed_length = cfg.sequence_length
         tok_ids = pred.tokenizer.encode(texts[0]).ids
         texts = [" ".join([texts[0]] * (1 + cfg.sequence_length // max(1, len(tok_ids))))]
-    batches = [[texts[(i * cfg.batch_size + j) % len(texts)] for j in range(cfg.batch_size)]
-               for i in range(max(1, cfg.num_runs))]
-    feed0 = pred.encode(batches[0])
+    width = _widest(pred, texts)
+    if cfg.batch_size * width > MAX_BATCH_TOKENS:
+        raise ProbscaleError(f"batch size {cfg.batch_size} x {width} tokens is more than {MAX_BATCH_TOKENS} tokens "
+                             "in one call", f"pass --batch-size {max(1, MAX_BATCH_TOKENS // width)} or less at "
+                             f"{width} tokens, or a shorter --sequence-length")
+
+    def batch(i):  # the i-th timed batch, made when it is needed (never num_runs x batch_size texts at once)
+        return [texts[(i * cfg.batch_size + j) % len(texts)] for j in range(cfg.batch_size)]
+
+    feed0 = pred.encode(batch(0))
     t = time.perf_counter()
     pred.backend.run(feed0)
     first_ms = (time.perf_counter() - t) * 1000
     warm = []
     for i in range(cfg.warmup_runs):
         t = time.perf_counter()
-        pred.backend.run(pred.encode(batches[i % len(batches)]))
+        pred.backend.run(pred.encode(batch(i % cfg.num_runs)))
         warm.append((time.perf_counter() - t) * 1000)
     session_ms, e2e_ms = [], []
-    for b in batches[: cfg.num_runs]:
+    for i in range(cfg.num_runs):
+        b = batch(i)
         t = time.perf_counter()
         feed = pred.encode(b)
         t1 = time.perf_counter()

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from probscale_edge.errors import BundleError, ProbscaleError
-from probscale_edge.runtime.bundle import load_manifest, verify_bundle
+from probscale_edge.runtime.bundle import resolve_public_key, verify_bundle
 
 BACKENDS = ("onnxruntime", "litert")
+FEEDS = ("input_ids", "attention_mask", "token_type_ids")  # what encode() makes
 
 
 @dataclass
@@ -38,8 +39,17 @@ class _OrtBackend:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types for a file it cannot load
+            raise BundleError(f"model file {path.name} cannot be loaded by ONNX Runtime ({str(e).splitlines()[0][:160]})",
+                              "rebuild the bundle")
         self.inputs = [i.name for i in self.session.get_inputs()]
+        unknown = sorted(set(self.inputs) - set(FEEDS))
+        if unknown:
+            raise BundleError(f"model file {path.name} wants inputs {', '.join(unknown)}", "rebuild the bundle")
+        shape = self.session.get_outputs()[0].shape
+        self.output_width = shape[-1] if shape and isinstance(shape[-1], int) else None  # None: known after a run
 
     def run(self, feed: dict) -> np.ndarray:
         return self.session.run(None, {k: feed[k] for k in self.inputs})[0]
@@ -57,10 +67,15 @@ class _LiteRTBackend:
             except ImportError:
                 raise ProbscaleError("this bundle holds a .tflite model but no LiteRT interpreter is installed",
                                      "pip install ai-edge-litert")
-        self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
-        self.interp.allocate_tensors()
+        try:
+            self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
+            self.interp.allocate_tensors()
+        except Exception as e:  # noqa: BLE001
+            raise BundleError(f"model file {path.name} cannot be loaded by LiteRT ({str(e).splitlines()[0][:160]})",
+                              "rebuild the bundle")
         self.in_details = {d["name"]: d for d in self.interp.get_input_details()}
         self.out = self.interp.get_output_details()[0]
+        self.output_width = int(self.out["shape"][-1]) if len(self.out["shape"]) else None
         self.inputs = list(self.in_details)
         shapes = {tuple(d["shape"]) for d in self.in_details.values()}
         first = next(iter(shapes))
@@ -92,20 +107,38 @@ class _LiteRTBackend:
         return np.concatenate(outs)
 
 
+def _load_tokenizer(path: Path, max_length: int):
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - the Rust side raises a plain Exception
+        raise BundleError(f"tokenizer file {path.name} cannot be loaded ({str(e).splitlines()[0][:160]})",
+                          "rebuild the bundle")
+    tok.enable_truncation(max_length=max_length)
+    tok.no_padding()
+    return tok
+
+
 class Predictor:
     """Load a bundle (verifying every checksum) and predict labels for texts.
 
     ``backend``: onnxruntime (``.onnx`` / ``.ort``) or litert (``.tflite``); default from the manifest.
     ``threads``: intra-op threads (None: the runtime's default).
+    ``public_key``: an EC public key (PEM); the bundle must carry a valid ``bundle.sig`` made with its private
+    key. None reads ``$PROBSCALE_EDGE_PUBLIC_KEY``; False checks no signature.
+    ``verify=False`` still checks the manifest (digest, schema) and the layout, but hashes no file and so
+    checks no signature (a ``public_key`` with it is refused).
     """
 
     def __init__(self, bundle, backend: str | None = None, threads: int | None = None, verify: bool = True,
-                 model_file: str | None = None):
+                 model_file: str | None = None, public_key=None):
         t0 = time.perf_counter()
         self.path = Path(bundle)
-        self.manifest = load_manifest(self.path)
-        if verify:
-            verify_bundle(self.path, self.manifest)
+        if not verify and public_key:
+            raise ProbscaleError("a public key needs verify=True", "drop verify=False to check the signature")
+        self.manifest = verify_bundle(self.path, public_key=public_key if verify else False, checksums=verify)
+        self.public_key = resolve_public_key(public_key) if verify else None
         m = self.manifest["model"]
         tk = self.manifest["tokenizer"]
         fixed = m.get("fixed_sequence_length")
@@ -115,10 +148,13 @@ class Predictor:
                 raise ProbscaleError(f"bundle {self.path} has no TFLite model", "rebuild it with `probscale-edge build "
                                      "--tflite`, or use --backend onnxruntime")
             model_file, fixed = tfl["file"], tfl.get("sequence_length")  # the bundle's LiteRT model
+        if model_file is not None and model_file not in self.manifest["files"]:
+            raise BundleError(f"model file {model_file!r} is not one of the bundle's checksummed files",
+                              "pass a file that the bundle's manifest lists")
         self.model_file = model_file or m["file"]
         self._setup(self.path / self.model_file, self.path / tk["file"], list(self.manifest["labels"]),
-                    int(tk["max_length"]), int(tk.get("pad_id", 0)), backend, threads, fixed)
-        self.input_names = list(m.get("inputs", self.backend.inputs))
+                    tk["max_length"], tk.get("pad_id", 0), backend, threads, fixed)
+        self.input_names = list(m.get("inputs") or self.backend.inputs)
         self.init_seconds = time.perf_counter() - t0
 
     @classmethod
@@ -129,30 +165,41 @@ class Predictor:
         self.path = Path(model_path).parent
         self.manifest = {"model": {}, "files": {}}
         self.model_file = Path(model_path).name
+        self.public_key = None
         self._setup(Path(model_path), Path(tokenizer_path), list(labels), max_length, pad_id, backend, threads, None)
         self.input_names = list(self.backend.inputs)
         self.init_seconds = 0.0
         return self
 
     def _setup(self, model_path: Path, tokenizer_path: Path, labels, max_length, pad_id, backend, threads, fixed):
+        if not labels:
+            raise BundleError("the model has no labels", "rebuild the bundle")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 0):
+            raise ProbscaleError(f"threads {threads!r} is not a whole number >= 1", "pass e.g. threads=1, or None for the default")
         self.labels = labels
-        self.max_length = max_length
+        self.max_length = int(max_length)
         backend = backend or ("litert" if str(model_path).endswith(".tflite") else "onnxruntime")
         if backend not in BACKENDS:
             raise ProbscaleError(f"unknown backend {backend!r}", f"use {' or '.join(BACKENDS)}")
         self.backend_name = backend
         self.threads = threads
-        from tokenizers import Tokenizer
-
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self.tokenizer.enable_truncation(max_length=self.max_length)
-        self.tokenizer.no_padding()
-        self.pad_id = pad_id
+        self.tokenizer = _load_tokenizer(tokenizer_path, self.max_length)
+        if not 0 <= int(pad_id) < self.tokenizer.get_vocab_size():
+            raise BundleError(f"tokenizer.pad_id {pad_id} is not in the tokenizer's vocabulary", "rebuild the bundle")
+        self.pad_id = int(pad_id)
         self.fixed_length = fixed
         if not model_path.exists():
             raise BundleError(f"bundle model file {model_path.name} is missing", "rebuild the bundle")
         self.backend = (_OrtBackend if backend == "onnxruntime" else _LiteRTBackend)(model_path, threads)
         self.fixed_length = fixed or getattr(self.backend, "fixed_length", None)  # a .tflite fixes it
+        self._check_width(self.backend.output_width)
+
+    def _check_width(self, width):
+        """The model's output width is the number of labels (checked at load when the graph says it, else on
+        every result)."""
+        if width is not None and width != len(self.labels):
+            raise BundleError(f"the model gives {width} scores per text but the bundle has {len(self.labels)} labels",
+                              "rebuild the bundle; do not edit its labels")
 
     # ------------------------------------------------------------------ pre/post-processing
     def encode(self, texts, pairs=None) -> dict:
@@ -185,6 +232,8 @@ class Predictor:
         (``tokenize_s``), in the inference session (``session_s``) and in post-processing (``post_s``)."""
         if isinstance(texts, str):
             texts = [texts]
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ProbscaleError(f"batch size {batch_size!r} is not a whole number >= 1", "pass e.g. batch_size=32")
         clock = time.perf_counter
         t_pre = t_run = 0.0
         t0 = clock()
@@ -195,7 +244,11 @@ class Predictor:
             a = clock()
             feed = self.encode([texts[i] for i in idx], [pairs[i] for i in idx] if pairs is not None else None)
             b = clock()
-            parts.append(self.backend.run(feed))
+            lg = self.backend.run(feed)
+            if lg.ndim != 2:
+                raise BundleError(f"the model returns scores of shape {lg.shape}, not [texts, labels]", "rebuild the bundle")
+            self._check_width(lg.shape[1])
+            parts.append(lg)
             t_pre += b - a
             t_run += clock() - b
         if not parts:

@@ -12,10 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+# the emulation harness lives beside the tests that use it: tests/devices/emulation.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+
 
 def main(argv):
-    from probscale_edge.arm64 import compare_with_native, detect_cpu_features, ensure_arm64_env
+    from devices.emulation import compare_with_native, ensure_arm64_env
     from probscale_edge.data import load_task
+    from probscale_edge.devices import detect_cpu_features
     from probscale_edge.runtime.bundle import load_manifest
 
     bundle = Path(argv[0])

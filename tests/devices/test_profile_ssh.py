@@ -109,13 +109,13 @@ def sshd(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, tiny_bert):
-    from test_arm64_emulated import build_tiny_bundle
+    from devices.device_bundles import build_tiny_bundle
 
     return build_tiny_bundle(tmp_path_factory.mktemp("profile") / "bundle", tiny_bert)
 
 
 def _profile(sshd, bundle, **kw):
-    from probscale_edge.profile import run_profile
+    from probscale_edge.devices import run_profile
 
     args = dict(ssh="root@127.0.0.1", port=sshd.port, identity=sshd.client_key, ssh_options=SSH_OPTS,
                 remote_python=sys.executable, bench_kwargs=FAST, log=print)
@@ -125,7 +125,7 @@ def _profile(sshd, bundle, **kw):
 
 @pytest.mark.parametrize("transfer", ["tar", "scp"])
 def test_profile_over_real_sshd(sshd, bundle, transfer, tmp_path):
-    from probscale_edge.profile import summary_line
+    from probscale_edge.devices import summary_line
 
     remote = tmp_path / "remote"
     res = _profile(sshd, bundle, transfer=transfer, remote_dir=str(remote))
@@ -146,6 +146,9 @@ def test_profile_over_real_sshd(sshd, bundle, transfer, tmp_path):
 
 
 def test_profile_emulated_arm64_over_sshd(sshd, bundle):
+    from devices.emulation import ensure_arm64_env
+
+    ensure_arm64_env(log=print)  # builds (once) the emulated aarch64 Python and records it for run_profile
     res = _profile(sshd, bundle, emulate_arm64=True, remote_python="python3", bench_kwargs=None)
     assert res["schema"] == "probscale-edge.bench/1"
     assert res["device"]["machine"] == "aarch64" and res["machine"]["machine"] == "aarch64"
@@ -155,8 +158,19 @@ def test_profile_emulated_arm64_over_sshd(sshd, bundle):
     assert "not ARM latency" in res["note"]
 
 
+def test_emulate_arm64_needs_a_prepared_emulator(bundle, tmp_path, monkeypatch):
+    """The installed package never builds the emulator: without the harness's record it says how to prepare one."""
+    from probscale_edge.devices import run_profile
+
+    monkeypatch.setenv("PROBSCALE_EDGE_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ProbscaleError, match="no emulated aarch64 Python is prepared") as e:
+        run_profile(bundle, ssh="root@127.0.0.1", emulate_arm64=True, log=None)
+    assert "tests/devices/emulation.py" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "empty-cache").exists()
+
+
 def test_unreachable_host(bundle):
-    from probscale_edge.profile import run_profile
+    from probscale_edge.devices import run_profile
 
     port = _free_port()  # nothing listens there
     with pytest.raises(ProbscaleError, match="cannot reach") as e:
@@ -195,7 +209,7 @@ def test_bad_bundle_is_refused_before_pushing(sshd, bundle, tmp_path):
 
 def test_profile_over_adb_shim(bundle, tmp_path, monkeypatch):
     """The adb path, with a stand-in `adb` that runs shell/push/pull on this machine (no phone here)."""
-    from probscale_edge.profile import run_profile
+    from probscale_edge.devices import run_profile
 
     shim = tmp_path / "bin" / "adb"
     shim.parent.mkdir()

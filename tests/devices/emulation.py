@@ -1,25 +1,28 @@
-"""ARM64 (aarch64) support without an ARM machine: CPU-feature detection and a qemu-user emulated runtime.
+"""Test harness: the runtime as aarch64 under qemu-user on an x86 host (not part of the installed package).
 
-Two things live here:
+Used by tests/devices/*.py (``from devices.emulation import ...``; pytest has ``tests`` on its path) and by
+benchmarks/arm64/*.py (which put ``tests`` on ``sys.path``). It
 
-* :func:`detect_cpu_features` reads ``/proc/cpuinfo`` (this machine's, or a device's text) and says
-  which quantization preset fits the CPU, and warns when int8 is likely *slower* than fp32 there
-  (ARM without the dot-product extension ``asimddp``; x86 without VNNI).
-* :func:`ensure_arm64_env` builds, once, an aarch64 Python 3.11 sysroot from Debian's arm64
-  packages, aarch64 wheels of numpy / onnxruntime / tokenizers, and a pure-Python copy of our
-  runtime; :func:`run_emulated_predict` runs ``probscale_edge.runtime.Predictor`` inside it under
-  ``qemu-aarch64-static``.
+* builds, once, an aarch64 Python 3.11 sysroot from Debian's arm64 packages (apt-get), aarch64 wheels of
+  numpy / onnxruntime / tokenizers (pip --target) and a pure-Python copy of our runtime
+  (:func:`ensure_arm64_env`), and records the emulated interpreter in ``<cache>/arm64/emulator.json`` so that
+  ``probscale-edge profile --emulate-arm64`` can use it over a loopback sshd;
+* runs ``python -m probscale_edge.runtime.remote_predict`` inside it under ``qemu-aarch64-static``
+  (:func:`run_emulated_predict`) and compares with this machine's native runtime (:func:`compare_with_native`),
+  optionally against an x86 run with exact int32 products (:func:`exact_int32_model`).
 
-Emulation is for **correctness only** (do the aarch64 kernels give the same predictions as x86?).
-It is 150-560x slower than a real ARM CPU: its timings are never ARM latency and are reported only
-as ``emulated_seconds``.
+Emulation is for **correctness only**: it is 150-560x slower than a real ARM CPU, so its timings are never ARM
+latency and are reported only as ``emulated_seconds``.
 
-Cache layout (under ``probscale_edge.assets.cache_dir()/arm64/``; every entry is built in a
-temporary folder beside it and renamed into place, so an interrupted build leaves nothing half-made)::
+Cache layout (under ``probscale_edge.assets.cache_dir()/arm64/``; every entry is built in a temporary folder
+beside it and renamed into place, so an interrupted build leaves nothing half-made)::
 
     sysroot-py3.11/       Debian bookworm arm64 python3.11 + libstdc++ (+ proc/cpuinfo of a Neoverse-N1)
     site-<hash>/          aarch64 wheels (pip --target), pinned to the host's versions when possible
     pkg-<hash>/           probscale_edge/{__init__,errors}.py + probscale_edge/runtime/*.py
+    emulator.json         the emulated interpreter as a remote command (read by probscale_edge.devices)
+
+    python tests/devices/emulation.py [CACHE_DIR]    # prepare it (needs root for apt-get, or a prepared host)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from probscale_edge.devices import EMULATION_NOTE, EMULATOR_FILE, copy_runtime_tree, detect_cpu_features, \
+    runtime_source_files
 from probscale_edge.errors import ProbscaleError
 
 QEMU = "qemu-aarch64-static"
@@ -50,93 +56,14 @@ WHEEL_PLATFORMS = ("manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux
                    "manylinux_2_34_aarch64", "manylinux_2_35_aarch64", "manylinux_2_36_aarch64")
 NEOVERSE_N1_FEATURES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc "
                         "dcpop asimddp")
-
-# runtime files of our own package that run on the device (pure Python, no torch)
-_PKG_FILES = ("probscale_edge/__init__.py", "probscale_edge/errors.py")
-EMULATION_NOTE = ("aarch64 emulated with qemu-user on an x86 host: for correctness only; the time is "
-                  "not ARM latency (emulation is 150-560x slower than a real ARM CPU)")
+PREDICT_MODULE = "probscale_edge.runtime.remote_predict"
 
 
-# ---------------------------------------------------------------------------------------------- CPU features
 def arm_cpuinfo(features: str = NEOVERSE_N1_FEATURES, cpus: int = 1, part: str = "0xd0c") -> str:
     """A /proc/cpuinfo of an ARM CPU (default: Neoverse-N1, matching ``QEMU_CPU``)."""
     block = ("processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {f}\nCPU implementer\t: 0x41\n"
              "CPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: {p}\nCPU revision\t: 1\n\n")
     return "".join(block.format(i=i, f=features, p=part) for i in range(max(1, cpus)))
-
-
-def _cpuinfo_fields(text: str) -> dict:
-    out: dict = {}
-    for line in text.splitlines():
-        if ":" not in line:
-            continue
-        k, v = line.split(":", 1)
-        out.setdefault(k.strip().lower(), v.strip())  # first processor's value
-    return out
-
-
-def detect_cpu_features(cpuinfo_text: str | None = None, machine: str | None = None) -> dict:
-    """CPU architecture, the int8-relevant features, the fitting quantization preset and a warning.
-
-    ``cpuinfo_text``: the text of a /proc/cpuinfo (e.g. a device's); None reads this machine's.
-    Returns ``{"arch", "model", "features": {name: bool}, "recommended_preset", "int8_warning"}``
-    where ``recommended_preset`` is one of arm64 | avx2 | avx512 | avx512_vnni | x86_64 and
-    ``int8_warning`` is None or a sentence saying why int8 may be slower than fp32 on this CPU.
-    """
-    local = cpuinfo_text is None
-    if local:
-        try:
-            cpuinfo_text = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            cpuinfo_text = ""
-        machine = machine or platform.machine()
-    f = _cpuinfo_fields(cpuinfo_text or "")
-    if "flags" in f:
-        arch = "x86_64"
-    elif "features" in f or "cpu implementer" in f:
-        arch = "aarch64"
-    else:
-        m = (machine or "").lower()
-        arch = "aarch64" if m in ("aarch64", "arm64", "armv8l", "armv8") else ("x86_64" if m in ("x86_64", "amd64")
-                                                                               else (m or "unknown"))
-    out = {"arch": arch, "model": f.get("model name") or f.get("hardware") or f.get("cpu part"), "features": {},
-           "recommended_preset": None, "int8_warning": None, "source": "local /proc/cpuinfo" if local else "given"}
-    if arch == "x86_64":
-        flags = set(f.get("flags", "").split())
-        feats = {k: k in flags for k in ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")}
-        out["features"] = feats
-        if feats["avx512f"] and feats["avx512_vnni"]:
-            out["recommended_preset"] = "avx512_vnni"
-        elif feats["avx_vnni"]:
-            out["recommended_preset"] = "x86_64"  # VNNI u8*s8 does not saturate: no reduce_range needed
-        elif feats["avx512f"]:
-            out["recommended_preset"] = "avx512"
-        elif feats["avx2"]:
-            out["recommended_preset"] = "avx2"
-        else:
-            out["recommended_preset"] = "x86_64"
-        if not flags:
-            out["int8_warning"] = "no CPU flags found in /proc/cpuinfo: int8 speed on this CPU is unknown"
-        elif not (feats["avx512_vnni"] or feats["avx_vnni"]):
-            out["int8_warning"] = ("this x86 CPU has no VNNI (avx512_vnni / avx_vnni): int8 matrix products use "
-                                   "slower u8*s8 kernels with reduce_range and may be no faster than fp32; "
-                                   "benchmark an fp32 bundle too")
-    elif arch == "aarch64":
-        feats_text = f.get("features", "")
-        flags = set(feats_text.split())
-        feats = {k: k in flags for k in ("asimd", "asimddp", "i8mm", "sve", "bf16")}
-        out["features"] = feats
-        out["recommended_preset"] = "arm64"
-        if not flags:
-            out["int8_warning"] = ("no Features line in /proc/cpuinfo: cannot tell whether this ARM CPU has the "
-                                   "dot-product extension (asimddp) that makes int8 fast")
-        elif not feats["asimddp"]:
-            out["int8_warning"] = ("this ARM CPU has no dot-product extension (asimddp, ARMv8.2 sdot/udot), e.g. "
-                                   "Cortex-A53/A72: int8 kernels are often slower than fp32 there; benchmark an "
-                                   "fp32 bundle too")
-    else:
-        out["int8_warning"] = f"unrecognised CPU architecture {arch!r}: int8 speed unknown"
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- environment
@@ -247,6 +174,17 @@ def emulated_env(paths: dict, extra_pythonpath=()) -> dict:
     return _emu_env(Path(paths["sysroot"]), [*extra_pythonpath, paths["pkg"], paths["site"]])
 
 
+def remote_python_cmd(paths: dict) -> str:
+    """The emulated interpreter as one shell command prefix (what ``run_profile(emulate_arm64=True)`` runs).
+
+    Its PYTHONPATH has only the aarch64 wheels: our runtime comes from the pushed folder, not from the cache."""
+    env = emulated_env(paths)
+    keep = {k: env[k] for k in ("QEMU_CPU", "QEMU_LD_PREFIX", "PYTHONNOUSERSITE", "PYTHONDONTWRITEBYTECODE", "LC_ALL")}
+    keep["PYTHONPATH"] = paths["site"]
+    return "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in keep.items()) + " " + \
+        " ".join(shlex.quote(a) for a in emulated_python_cmd(paths))
+
+
 def _write_cpuinfo(sysroot: Path) -> None:
     """ORT reads /proc/cpuinfo to pick kernels; qemu -L maps absolute paths into the sysroot first, so an ARM
     cpuinfo there stops ORT from parsing the x86 host's (which segfaults it)."""
@@ -258,6 +196,15 @@ def _write_cpuinfo(sysroot: Path) -> None:
     tmp = p.with_name(f".cpuinfo.{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, p)
+
+
+def _check_emulated_python(qemu: str, root: Path, py: Path) -> None:
+    _write_cpuinfo(root)
+    proc = _run([qemu, "-L", str(root), str(py), "-c", "import platform, ssl, json; print(platform.machine())"],
+                what="the emulated aarch64 python", fix="reinstall qemu-user-static", env=_emu_env(root, []))
+    if proc.stdout.strip() != "aarch64":
+        raise ProbscaleError(f"emulated python reports machine {proc.stdout.strip()!r}, not aarch64",
+                             "reinstall qemu-user-static")
 
 
 def _build_sysroot(dest: Path, qemu: str, install: bool, log) -> None:
@@ -277,12 +224,7 @@ def _build_sysroot(dest: Path, qemu: str, install: bool, log) -> None:
         py = root / "usr" / "bin" / f"python{PYTHON_VERSION}"
         if not py.exists():
             raise ProbscaleError(f"the arm64 packages gave no python{PYTHON_VERSION}", "apt-get update and retry")
-        _write_cpuinfo(root)
-        proc = _run([qemu, "-L", str(root), str(py), "-c", "import platform, ssl, json; print(platform.machine())"],
-                    what="the emulated aarch64 python", fix="reinstall qemu-user-static", env=_emu_env(root, []))
-        if proc.stdout.strip() != "aarch64":
-            raise ProbscaleError(f"emulated python reports machine {proc.stdout.strip()!r}, not aarch64",
-                                 "reinstall qemu-user-static")
+        _check_emulated_python(qemu, root, py)
         shutil.rmtree(dl)
         (root / ".complete").write_text(json.dumps({"debs": debs, "created_unix": int(time.time())}, indent=1))
         if dest.exists():
@@ -313,6 +255,32 @@ def _pip_target(dest_tmp: Path, reqs: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def _download_wheels(site: Path, pinned: list[str], log) -> list[str]:
+    """pip --target the aarch64 wheels into ``site``; the pinned versions first, else the newest. Returns the pins."""
+    proc = _pip_target(site, pinned)
+    used = pinned
+    if proc.returncode != 0 and pinned != list(WHEELS):
+        log("the host's exact versions have no aarch64 wheels; taking the newest ones")
+        shutil.rmtree(site, ignore_errors=True)
+        used = list(WHEELS)
+        proc = _pip_target(site, used)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
+        raise ProbscaleError(f"could not download aarch64 wheels ({' | '.join(tail)})", "check that PyPI is reachable")
+    return used
+
+
+def _import_wheels(qemu: str, sysroot: Path, site: Path) -> dict:
+    env = _emu_env(sysroot, [site])
+    _write_cpuinfo(sysroot)
+    probe = ("import json, platform, numpy, onnxruntime, tokenizers; print(json.dumps({'machine': "
+             "platform.machine(), 'numpy': numpy.__version__, 'onnxruntime': onnxruntime.__version__, "
+             "'tokenizers': tokenizers.__version__}))")
+    proc = _run([qemu, "-L", str(sysroot), str(sysroot / "usr/bin" / f"python{PYTHON_VERSION}"), "-c", probe],
+                what="importing the aarch64 wheels under qemu", fix="delete the arm64 cache folder and retry", env=env)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _build_site(root: Path, qemu: str, sysroot: Path, pin: bool, log, built: list) -> Path:
     versions = _host_versions() if pin else {n: None for n in WHEELS}
     pinned = [f"{n}=={v}" if v else n for n, v in versions.items()]
@@ -326,26 +294,8 @@ def _build_site(root: Path, qemu: str, sysroot: Path, pin: bool, log, built: lis
         log(f"downloading aarch64 wheels: {' '.join(pinned)} ...")
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".site-{key}."))
         try:
-            proc = _pip_target(tmp / "site", pinned)
-            used = pinned
-            if proc.returncode != 0 and pinned != list(WHEELS):
-                log("the host's exact versions have no aarch64 wheels; taking the newest ones")
-                shutil.rmtree(tmp / "site", ignore_errors=True)
-                used = list(WHEELS)
-                proc = _pip_target(tmp / "site", used)
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
-                raise ProbscaleError(f"could not download aarch64 wheels ({' | '.join(tail)})",
-                                     "check that PyPI is reachable")
-            env = _emu_env(sysroot, [tmp / "site"])
-            _write_cpuinfo(sysroot)
-            probe = ("import json, platform, numpy, onnxruntime, tokenizers; print(json.dumps({'machine': "
-                     "platform.machine(), 'numpy': numpy.__version__, 'onnxruntime': onnxruntime.__version__, "
-                     "'tokenizers': tokenizers.__version__}))")
-            proc = _run([qemu, "-L", str(sysroot), str(sysroot / "usr/bin" / f"python{PYTHON_VERSION}"), "-c", probe],
-                        what="importing the aarch64 wheels under qemu", fix="delete the arm64 cache folder and retry",
-                        env=env)
-            info = json.loads(proc.stdout.strip().splitlines()[-1])
+            used = _download_wheels(tmp / "site", pinned, log)
+            info = _import_wheels(qemu, sysroot, tmp / "site")
             (tmp / "site" / ".complete").write_text(json.dumps({"requirements": used, "imported": info}, indent=1))
             if dest.exists():
                 shutil.rmtree(dest)
@@ -354,30 +304,6 @@ def _build_site(root: Path, qemu: str, sysroot: Path, pin: bool, log, built: lis
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
-
-
-def runtime_source_files() -> dict:
-    """{relative path in the device tree: local source path} of the pure-Python runtime."""
-    import probscale_edge
-    import probscale_edge.runtime as rt
-
-    pkg = Path(probscale_edge.__file__).resolve().parent
-    files = {rel: pkg.parent / rel for rel in _PKG_FILES}
-    if not all(p.exists() for p in files.values()):  # installed non-editable: files sit under the package
-        files = {rel: pkg / Path(rel).name for rel in _PKG_FILES}
-    rtdir = Path(rt.__file__).resolve().parent
-    for p in sorted(rtdir.glob("*.py")):
-        files[f"probscale_edge/runtime/{p.name}"] = p
-    return files
-
-
-def copy_runtime_tree(dest: Path) -> Path:
-    """Write the pure-Python runtime (``probscale_edge`` with only ``errors`` and ``runtime``) under ``dest``."""
-    for rel, src in runtime_source_files().items():
-        out = Path(dest) / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, out)
-    return Path(dest)
 
 
 def _build_pkg(root: Path) -> Path:
@@ -400,6 +326,16 @@ def _build_pkg(root: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _write_emulator_record(paths: dict) -> None:
+    """``<root>/emulator.json``: what :func:`probscale_edge.devices.emulated_remote_python` reads."""
+    record = {"remote_python": remote_python_cmd(paths), "requires": [paths["qemu"], paths["python"], paths["site"]],
+              "qemu_cpu": QEMU_CPU, "written_by": "tests/devices/emulation.py"}
+    p = Path(paths["root"]) / EMULATOR_FILE
+    tmp = p.with_name(f".{EMULATOR_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, p)
 
 
 def ensure_arm64_env(cache_dir=None, log=print, install: bool = True, pin_versions: bool = True) -> dict:
@@ -428,35 +364,14 @@ def ensure_arm64_env(cache_dir=None, log=print, install: bool = True, pin_versio
     _write_cpuinfo(sysroot)
     site = _build_site(root, qemu, sysroot, pin_versions, log, built)
     pkg = _build_pkg(root)
-    return {"root": str(root), "qemu": qemu, "sysroot": str(sysroot), "native_arm": native,
-            "python": str(sysroot / "usr" / "bin" / f"python{PYTHON_VERSION}"), "site": str(site), "pkg": str(pkg),
-            "qemu_cpu": QEMU_CPU, "setup_seconds": round(time.time() - t0, 2), "built": built}
+    paths = {"root": str(root), "qemu": qemu, "sysroot": str(sysroot), "native_arm": native,
+             "python": str(sysroot / "usr" / "bin" / f"python{PYTHON_VERSION}"), "site": str(site), "pkg": str(pkg),
+             "qemu_cpu": QEMU_CPU, "setup_seconds": round(time.time() - t0, 2), "built": built}
+    _write_emulator_record(paths)
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------- running
-_PREDICT_SCRIPT = r'''
-import json, platform, sys, time
-t0 = time.time()
-import numpy as np
-import onnxruntime, tokenizers
-import probscale_edge
-from probscale_edge.runtime import Predictor
-args = json.load(open(sys.argv[1], encoding="utf-8"))
-p = Predictor(args["bundle"], threads=args["threads"])
-t1 = time.time()
-lg = p.logits(args["texts"], batch_size=args["batch_size"])
-t2 = time.time()
-np.save(args["out"], lg.astype(np.float32))
-info = {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__,
-        "probscale_edge_file": probscale_edge.__file__, "examples": len(args["texts"]),
-        "emulated_load_seconds": round(t1 - t0, 2), "emulated_predict_seconds": round(t2 - t1, 2)}
-with open(args["info"], "w") as f:
-    json.dump(info, f)
-print("MACHINE=" + platform.machine())
-'''
-
-
 def run_emulated(paths: dict, argv: list, timeout: float | None = None, extra_pythonpath=(), **kw):
     """Run ``python3.11 *argv`` as aarch64 under qemu; returns the CompletedProcess."""
     return subprocess.run([*emulated_python_cmd(paths), *map(str, argv)], env=emulated_env(paths, extra_pythonpath),
@@ -476,13 +391,12 @@ def run_emulated_predict(bundle, texts, threads: int = 1, batch_size: int = 32, 
     bundle = Path(bundle).resolve()
     with tempfile.TemporaryDirectory(prefix="probscale-arm64-") as tmp:
         tmp = Path(tmp)
-        (tmp / "predict.py").write_text(_PREDICT_SCRIPT)
-        args = {"bundle": str(bundle), "texts": [str(t) for t in texts], "threads": threads, "batch_size": batch_size,
-                "out": str(tmp / "logits.npy"), "info": str(tmp / "info.json")}
-        (tmp / "args.json").write_text(json.dumps(args), encoding="utf-8")
         t0 = time.time()
-        try:
-            proc = run_emulated(paths, [tmp / "predict.py", tmp / "args.json"], timeout=timeout)
+        args = {"bundle": str(bundle), "texts": [str(t) for t in texts], "threads": threads, "batch_size": batch_size,
+                "out": str(tmp / "logits.npy"), "info": str(tmp / "info.json"), "launched_unix": t0}
+        (tmp / "args.json").write_text(json.dumps(args), encoding="utf-8")
+        try:  # cwd=tmp: `-m` puts the current folder first on sys.path, so never a source checkout
+            proc = run_emulated(paths, ["-m", PREDICT_MODULE, tmp / "args.json"], timeout=timeout, cwd=tmp)
         except subprocess.TimeoutExpired:
             raise ProbscaleError(f"emulated aarch64 prediction took over {timeout:.0f} s",
                                  "pass fewer texts (emulation is 150-560x slower than native)")
@@ -499,6 +413,7 @@ def run_emulated_predict(bundle, texts, threads: int = 1, batch_size: int = 32, 
         return np.load(tmp / "logits.npy")
 
 
+# ---------------------------------------------------------------------------------------------- comparing
 def x86_int8_saturates(manifest: dict, cpu: dict | None = None) -> tuple[bool, str]:
     """Whether this x86 host's int8 kernels give *systematically different* numbers than ARM's for this bundle.
 
@@ -524,6 +439,29 @@ def x86_int8_saturates(manifest: dict, cpu: dict | None = None) -> tuple[bool, s
                   "differ by more than rounding (the ARM int32 products are the exact ones)")
 
 
+def _exact_matmul_nodes(node, n: int) -> list:
+    """``MatMulInteger(A, B, a_zp, b_zp)`` as float ops giving the exact int32 result (below 2^24)."""
+    from onnx import TensorProto, helper
+
+    a, b = node.input[0], node.input[1]
+    azp = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    bzp = node.input[3] if len(node.input) > 3 and node.input[3] else None
+    p = f"__exact{n}_"
+    new = [helper.make_node("Cast", [a], [p + "af"], to=TensorProto.FLOAT),
+           helper.make_node("Cast", [b], [p + "bf"], to=TensorProto.FLOAT)]
+    a0, b0 = p + "af", p + "bf"
+    if azp:
+        new += [helper.make_node("Cast", [azp], [p + "azf"], to=TensorProto.FLOAT),
+                helper.make_node("Sub", [p + "af", p + "azf"], [p + "a0"])]
+        a0 = p + "a0"
+    if bzp:
+        new += [helper.make_node("Cast", [bzp], [p + "bzf"], to=TensorProto.FLOAT),
+                helper.make_node("Sub", [p + "bf", p + "bzf"], [p + "b0"])]
+        b0 = p + "b0"
+    return new + [helper.make_node("MatMul", [a0, b0], [p + "y"]),
+                  helper.make_node("Cast", [p + "y"], [node.output[0]], to=TensorProto.INT32)]
+
+
 def exact_int32_model(src, dst) -> int:
     """Rewrite an int8 ONNX model so that x86 computes its integer matrix products without saturation.
 
@@ -533,7 +471,6 @@ def exact_int32_model(src, dst) -> int:
     (dynamic activation quantization, scales, the rest of the graph) is unchanged. Needs ``onnx`` (build extra).
     Returns the number of rewritten nodes."""
     import onnx
-    from onnx import TensorProto, helper
 
     m = onnx.load(str(src))
     nodes, n = [], 0
@@ -542,24 +479,7 @@ def exact_int32_model(src, dst) -> int:
             nodes.append(node)
             continue
         n += 1
-        a, b = node.input[0], node.input[1]
-        azp = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        bzp = node.input[3] if len(node.input) > 3 and node.input[3] else None
-        p = f"__exact{n}_"
-        new = [helper.make_node("Cast", [a], [p + "af"], to=TensorProto.FLOAT),
-               helper.make_node("Cast", [b], [p + "bf"], to=TensorProto.FLOAT)]
-        a0, b0 = p + "af", p + "bf"
-        if azp:
-            new += [helper.make_node("Cast", [azp], [p + "azf"], to=TensorProto.FLOAT),
-                    helper.make_node("Sub", [p + "af", p + "azf"], [p + "a0"])]
-            a0 = p + "a0"
-        if bzp:
-            new += [helper.make_node("Cast", [bzp], [p + "bzf"], to=TensorProto.FLOAT),
-                    helper.make_node("Sub", [p + "bf", p + "bzf"], [p + "b0"])]
-            b0 = p + "b0"
-        new += [helper.make_node("MatMul", [a0, b0], [p + "y"]),
-                helper.make_node("Cast", [p + "y"], [node.output[0]], to=TensorProto.INT32)]
-        nodes.extend(new)
+        nodes.extend(_exact_matmul_nodes(node, n))
     del m.graph.node[:]
     m.graph.node.extend(nodes)
     onnx.save(m, str(dst))
@@ -588,6 +508,15 @@ def _agreement(a, b) -> dict:
             "mean_abs_logit_diff": float(np.abs(a - b).mean()) if len(a) else 0.0}
 
 
+def _exact_reference(bundle, texts, threads, emu, native) -> dict:
+    t1 = time.time()
+    ref, nodes = _exact_reference_logits(bundle, texts, threads)
+    return {**_agreement(emu, ref), "rewritten_matmuls": nodes, "native_saturating_vs_exact": _agreement(native, ref),
+            "seconds": round(time.time() - t1, 2),
+            "what": "x86 ORT on the same int8 model with MatMulInteger rewritten to exact int32 products (no AVX2 "
+                    "int16 saturation)"}
+
+
 def compare_with_native(bundle, texts, threads: int = 1, paths: dict | None = None, log=print,
                         exact_reference: bool = False) -> dict:
     """Emulated aarch64 vs this machine's native runtime on the same texts: argmax agreement and max |Δlogit|.
@@ -609,15 +538,7 @@ def compare_with_native(bundle, texts, threads: int = 1, paths: dict | None = No
     srt = np.sort(native, -1)
     margin = (srt[:, -1] - srt[:, -2]) if native.shape[-1] > 1 else np.abs(native[:, 0])
     sat, why = x86_int8_saturates(load_manifest(bundle))
-    extra = {}
-    if exact_reference:
-        t1 = time.time()
-        ref, nodes = _exact_reference_logits(bundle, texts, threads)
-        extra["exact_reference"] = {**_agreement(emu, ref), "rewritten_matmuls": nodes,
-                                    "native_saturating_vs_exact": _agreement(native, ref),
-                                    "seconds": round(time.time() - t1, 2),
-                                    "what": "x86 ORT on the same int8 model with MatMulInteger rewritten to exact "
-                                            "int32 products (no AVX2 int16 saturation)"}
+    extra = {"exact_reference": _exact_reference(bundle, texts, threads, emu, native)} if exact_reference else {}
     return {**extra, "examples": len(texts), "argmax_agree": agree, "argmax_all_equal": agree == len(texts),
             "max_abs_logit_diff": diff, "mean_abs_logit_diff": float(np.abs(emu - native).mean()) if len(texts) else 0.0,
             "max_abs_logit": float(np.abs(native).max()) if len(texts) else 0.0,
@@ -626,3 +547,19 @@ def compare_with_native(bundle, texts, threads: int = 1, paths: dict | None = No
             "x86_int8_saturation_expected": sat, "saturation_reason": why,
             "native_machine": platform.machine(), "emulated": info,
             "native_seconds": round(native_s, 2), "note": EMULATION_NOTE}
+
+
+def main(argv=None) -> int:
+    """Prepare the emulated aarch64 environment (and ``emulator.json``); print its paths as JSON."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        paths = ensure_arm64_env(cache_dir=argv[0] if argv else None, log=lambda m: print(m, file=sys.stderr))
+    except ProbscaleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(paths, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

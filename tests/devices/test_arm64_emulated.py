@@ -10,72 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from devices.device_bundles import build_tiny_bundle
+
 N_EXAMPLES = int(os.environ.get("PROBSCALE_EDGE_ARM64_EXAMPLES", "256"))
 MAX_ABS_LOGIT = 1e-3  # exact int32 accumulation on both sides: only float rounding differs
 SATURATION_REL = 0.25  # bound on max |Δlogit| relative to max |logit| for int8 bundles (see the test's docstring)
 INT8_MIN_ARGMAX_AGREEMENT = 0.95  # a runtime bug (tokenizer, inputs, SME) gives ~50%; int8 noise a few %
-
-
-def build_tiny_bundle(folder: Path, model_dir: Path, labels=("negative", "positive"), seed: int = 0,
-                      preset: str = "arm64") -> Path:
-    """An int8 (``preset``; "fp32" for no quantization) bundle of a tiny random-init BERT with the MiniLM tokenizer.
-
-    For shapes and parity only. The classifier weights are scaled up so that the logit margins are
-    large enough for an argmax comparison to mean something."""
-    import torch
-
-    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
-    from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
-    from probscale_edge.modeling import EncoderClassifier, load_encoder
-    from probscale_edge.runtime.bundle import file_entries
-
-    torch.manual_seed(seed)
-    enc, tok, _ = load_encoder(str(model_dir))
-    model = EncoderClassifier(enc, len(labels)).eval()
-    with torch.no_grad():
-        model.classifier.weight.mul_(20.0)
-    folder = Path(folder)
-    work = folder.parent / f".{folder.name}.work"
-    shutil.rmtree(work, ignore_errors=True)
-    stage = work / "bundle"
-    stage.mkdir(parents=True)
-    rep = export_onnx(model, tok, work / "fp32.onnx", ExportConfig(max_length=128))
-    if preset == "fp32":
-        shutil.copyfile(work / "fp32.onnx", stage / "model.onnx")
-        quant = {"precision": "fp32"}
-    else:
-        quantize_dynamic_int8(work / "fp32.onnx", stage / "model.onnx", PRESETS[preset])
-        quant = {"precision": "int8", "target": preset, "params": dict(PRESETS[preset])}
-    tok.save_pretrained(str(work / "tok"))
-    shutil.copyfile(work / "tok" / "tokenizer.json", stage / "tokenizer.json")
-    if (work / "tok" / "vocab.txt").exists():
-        shutil.copyfile(work / "tok" / "vocab.txt", stage / "vocab.txt")
-    (stage / "labels.json").write_text(json.dumps(list(labels)))
-    manifest = {
-        "format_version": 1,
-        "created_by": "probscale-edge tests (tiny random-init bundle)",
-        "target": preset,
-        "labels": list(labels),
-        "model": {"file": "model.onnx", "format": "onnx", "precision": quant["precision"], "inputs": rep["inputs"],
-                  "outputs": ["logits"], "pooling": "mean"},
-        "tokenizer": {"file": "tokenizer.json", "vocab_file": "vocab.txt", "max_length": 128,
-                      "pad_id": int(tok.pad_token_id or 0)},
-        "task": {"name": "tiny-random"},
-        "quantization": quant,
-        "files": file_entries(stage, [p.name for p in stage.iterdir()]),
-    }
-    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(stage, folder)
-    shutil.rmtree(work, ignore_errors=True)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +46,7 @@ def eval_texts():
 
 @pytest.fixture(scope="session")
 def arm64_env():
-    from probscale_edge.arm64 import ensure_arm64_env
+    from devices.emulation import ensure_arm64_env
 
     t0 = time.time()
     paths = ensure_arm64_env(log=print)  # raises (fails the test) if qemu-user cannot be installed
@@ -130,7 +75,7 @@ def test_emulated_aarch64_predictions_equal_x86(arm64_env, arm64_bundle, eval_te
     differences of the float ops (LayerNorm, GELU, softmax) between NEON and AVX2 into different u8 roundings.
     So a realistic int8 model differs by a few hundredths of a logit and may flip the argmax of examples whose
     margin is that small: we require >= 95% equal argmax (all of them on the tiny bundle) and bounded |Δlogit|."""
-    from probscale_edge.arm64 import compare_with_native
+    from devices.emulation import compare_with_native
     from probscale_edge.runtime.bundle import load_manifest
 
     assert len(eval_texts) >= 200
@@ -153,7 +98,7 @@ def test_emulated_aarch64_predictions_equal_x86(arm64_env, arm64_bundle, eval_te
 @pytest.mark.parametrize("preset", ["fp32", "avx2"])
 def test_emulated_equals_x86_exactly_without_saturation(preset, arm64_env, tiny_bert, eval_texts, tmp_path):
     """Where neither side can saturate (fp32; int8 with reduce_range), aarch64 and x86 agree to rounding."""
-    from probscale_edge.arm64 import compare_with_native
+    from devices.emulation import compare_with_native
 
     bundle = build_tiny_bundle(tmp_path / f"bundle-{preset}", tiny_bert, preset=preset)
     res = compare_with_native(bundle, eval_texts[:200], threads=1, paths=arm64_env)
@@ -165,7 +110,7 @@ def test_emulated_equals_x86_exactly_without_saturation(preset, arm64_env, tiny_
 
 
 def test_emulated_interpreter_is_aarch64(arm64_env):
-    from probscale_edge.arm64 import run_emulated
+    from devices.emulation import run_emulated
 
     proc = run_emulated(arm64_env, ["-c", "import platform, onnxruntime; print(platform.machine()); "
                                           "print(open('/proc/cpuinfo').read().count('asimddp'))"], timeout=300)
@@ -173,33 +118,3 @@ def test_emulated_interpreter_is_aarch64(arm64_env):
     machine, dp = proc.stdout.split()[:2]
     assert machine == "aarch64"
     assert int(dp) >= 1  # ORT sees the Neoverse-N1 cpuinfo (dot product), not the x86 host's
-
-
-@pytest.mark.parametrize("text,arch,preset,warn", [
-    ("processor: 0\nflags\t: fpu sse avx2 avx512f avx512_vnni\nmodel name: X\n", "x86_64", "avx512_vnni", False),
-    ("processor: 0\nflags\t: fpu sse avx2 avx512f\n", "x86_64", "avx512", True),
-    ("processor: 0\nflags\t: fpu sse avx2 avx_vnni\n", "x86_64", "x86_64", False),
-    ("processor: 0\nflags\t: fpu sse avx2\n", "x86_64", "avx2", True),
-    ("processor: 0\nflags\t: fpu sse sse2\n", "x86_64", "x86_64", True),
-    ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp i8mm\nCPU implementer\t: 0x41\n", "aarch64",
-     "arm64", False),
-    ("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32\nCPU implementer\t: 0x41\nCPU part\t: 0xd03\n",
-     "aarch64", "arm64", True),  # Cortex-A53: no dot product
-])
-def test_detect_cpu_features(text, arch, preset, warn):
-    from probscale_edge.arm64 import detect_cpu_features
-
-    d = detect_cpu_features(text)
-    assert d["arch"] == arch
-    assert d["recommended_preset"] == preset
-    assert bool(d["int8_warning"]) == warn
-    if arch == "aarch64" and "i8mm" in text:
-        assert d["features"]["asimddp"] and d["features"]["i8mm"]
-
-
-def test_detect_cpu_features_local():
-    from probscale_edge.arm64 import detect_cpu_features
-
-    d = detect_cpu_features()
-    assert d["arch"] in ("x86_64", "aarch64") or d["int8_warning"]
-    assert d["recommended_preset"] in (None, "arm64", "avx2", "avx512", "avx512_vnni", "x86_64")

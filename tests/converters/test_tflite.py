@@ -3,12 +3,13 @@ int8 size, and the runtime Predictor's LiteRT backend against the raw interprete
 
 The converter (litert-torch + ai-edge-quantizer, which pin typing-extensions<4.13 through xdsl) lives in
 ``.venv-tflite`` (``scripts/install-tflite.sh``) and is run here as a subprocess, exactly as a user runs
-the CLI. The checks run in this process and need only ``ai-edge-litert`` (the runtime's interpreter).
+the CLI: the interpreter the build picks (``converter_python``), from outside the project (so the checkout
+is not on its sys.path by accident). The checks run in this process and need only ``ai-edge-litert`` (the
+runtime's interpreter).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,8 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_PY = ROOT / ".venv-tflite" / "bin" / "python"
 SEQ = 64  # fixed sequence length of the test graphs (short: faster conversion and inference)
 TEXTS = [
     "a great film",
@@ -36,18 +35,24 @@ pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed: run 
 
 
 def _converter_python() -> str:
-    if importlib.util.find_spec("litert_torch") and importlib.util.find_spec("ai_edge_quantizer"):
-        return sys.executable
-    if VENV_PY.exists():
-        return str(VENV_PY)
-    pytest.skip(f"litert-torch is not in this environment and {VENV_PY} is absent: run scripts/install-tflite.sh")
+    """The interpreter the build uses. Skips only where no converter is installed at all; one that is
+    installed but does not work (e.g. it does not see this environment's probscale-edge) fails."""
+    from probscale_edge.converters.tflite_env import ENV_VAR, converter_python, venv_candidates
+    from probscale_edge.errors import ProbscaleError
+
+    try:
+        return converter_python()
+    except ProbscaleError as e:
+        if os.environ.get(ENV_VAR) or any(os.path.lexists(p) for p in venv_candidates()):
+            raise
+        pytest.skip(str(e))
 
 
 def _convert(folder, out, *args, expect_rc=0):
     cmd = [_converter_python(), "-m", "probscale_edge.converters.tflite", str(folder), str(out), "--seq-len", str(SEQ),
            *args]
     env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=Path(out).parent)
     if proc.returncode != expect_rc:
         print(proc.stdout[-4000:])
         print(proc.stderr[-4000:], file=sys.stderr)

@@ -1,0 +1,118 @@
+"""`probscale-edge build`: every flag is a field of probscale_edge.config.BuildConfig, by the same name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from probscale_edge.cli import main
+from probscale_edge.cli.options import read_spec, task_specs, with_data, write_json_out
+from probscale_edge.config import TARGETS
+from probscale_edge.errors import ProbscaleError
+
+_OPTIONS = [
+    click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
+                 help="Built-in model name, local Hugging Face folder, or hub id (online)."),
+    click.option("--target", default="arm64", show_default=True, help=f"One of {', '.join(TARGETS)}."),
+    click.option("--budget", type=float, default=1 / 3, show_default="0.333",
+                 help="Fraction of the non-embedding parameters kept."),
+    click.option("--strategy", default="probscale", show_default=True, help="probscale | bottom | top | random"),
+    click.option("--granularity", default="unit", show_default=True,
+                 help="layer: whole layers only | unit: layers, then attention heads and FFN neurons (Fisher)."),
+    click.option("--layer-budget", type=float, default=None,
+                 help="With --granularity unit: budget for choosing layers (default --layer-factor x --budget)."),
+    click.option("--layer-factor", type=float, default=2.0, show_default=True,
+                 help="With --granularity unit: layers are chosen under this multiple of --budget, then cut by heads "
+                 "and neurons (large values keep every layer and cut only units: best at 5x+ compression)."),
+    click.option("--prune-iterations", type=int, default=1, show_default=True,
+                 help="With --granularity unit: remove heads and neurons in this many steps, re-scoring the remaining "
+                 "network before each (1: one-shot)."),
+    click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=None,
+                 help="Cut this subnetwork instead of selecting one: a SubnetworkSpec JSON, or the selection a build "
+                 "wrote (manifest 'subnetwork')."),
+    click.option("--max-latency-ms", type=float, default=None,
+                 help="Latency budget instead of a parameter budget: batch-1 p50 in ms at the model's length, 1 thread, "
+                 "from per-unit latencies measured on the target (see --latency-table)."),
+    click.option("--latency-table", type=click.Path(dir_okay=False), default=None,
+                 help="With --max-latency-ms: the table `probscale-edge latency-table` wrote on/for the target "
+                 "(default: measure one on this machine)."),
+    click.option("--trim-vocab", is_flag=True, help="Keep only the vocabulary the task's training text uses "
+                 "(rewrites the tokenizer; WordPiece models)."),
+    click.option("--embedding-rank", type=int, default=None,
+                 help="Factorize the word embedding to this rank (truncated SVD, then trained with the student)."),
+    click.option("--compression", type=float, default=None,
+                 help="Total-parameter ratio to reach, e.g. 5 for 5x fewer (sets --budget from the embedding's size)."),
+    click.option("--compression-basis", default="total", show_default=True,
+                 help="What --compression counts: total | non-embedding parameters."),
+    click.option("--recover-mode", "--recover", "recover_mode", default="distill", show_default=True,
+                 help="none | head | finetune | distill (--recover is the same flag)."),
+    click.option("--epochs", type=float, default=3.0, show_default=True, help="Epochs of the teacher fine-tune."),
+    click.option("--student-epochs", type=float, default=None, help="Recovery epochs (default: --epochs)."),
+    click.option("--dev-fraction", type=float, default=0.1, show_default=True,
+                 help="Training data held out for early stopping of the recovery (0: off)."),
+    click.option("--distill-hidden", type=float, default=0.0, show_default=True,
+                 help="With --recover-mode distill: weight of hidden-state distillation (each kept layer's output "
+                 "pulled towards its teacher layer's; e.g. 1). 0: logits only."),
+    click.option("--augment", type=int, default=0, show_default=True,
+                 help="With --recover-mode distill: perturbed copies of each training example (masked words, "
+                 "embedding neighbours, spans), labelled by the teacher's logits; e.g. 4. 0: the task's examples only."),
+    click.option("--batch-size", type=int, default=32, show_default=True,
+                 help="Global training batch (split across processes under torchrun)."),
+    click.option("--lr", type=float, default=5e-5, show_default=True, help="Learning rate of the teacher fine-tune."),
+    click.option("--student-lr", type=float, default=1e-4, show_default=True, help="Learning rate of the recovery."),
+    click.option("--pooling", default="mean", show_default=True, help="mean | cls"),
+    click.option("--max-length", type=int, default=128, show_default=True, help="Tokens per input, in every stage."),
+    click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True,
+                 help="int8 accuracy gate, in points; falls back step by step, down to fp32."),
+    click.option("--precision", default="int8", show_default=True, help="int8 | fp32"),
+    click.option("--tflite", is_flag=True, help="Also ship model.tflite (LiteRT int8, dynamic_wi8_afp32), checked by "
+                 "the same accuracy gate (needs scripts/install-tflite.sh)."),
+    click.option("--quant-mode", default="dynamic", show_default=True,
+                 help="dynamic | static (QDQ, activation ranges calibrated on the task's training text)"),
+    click.option("--max-eval", type=int, default=None, help="Cap on eval examples (stratified)."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("-o", "--output", type=click.Path(), default=None, help="Bundle folder (default bundles/MODEL-TASK-TARGET)."),
+    click.option("--force", is_flag=True, help="Replace an existing bundle folder (atomically)."),
+    click.option("--allow-pickle", is_flag=True, help="Allow pytorch_model.bin checkpoints (pickle can run code)."),
+    click.option("--no-cache", is_flag=True, help="Do not reuse a cached fine-tuned teacher."),
+    click.option("--resume", is_flag=True, help="Reuse stages an interrupted build finished (content-hash checkpoints)."),
+    click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the summary as JSON."),
+]
+
+
+def _options(f):
+    for opt in reversed(_OPTIONS):
+        f = opt(f)
+    return with_data(f)
+
+
+def config_from_options(task, data, eval_path, spec_path, no_cache, **fields):
+    """The BuildConfig the options describe (every option but these five is a config field by name)."""
+    from probscale_edge.config import BuildConfig
+
+    return BuildConfig.create(tasks=task_specs(task, data, eval_path), use_cache=not no_cache,
+                              spec=read_spec(spec_path) if spec_path else None, **fields)
+
+
+@main.command()
+@_options
+def build(json_path, **options):
+    """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
+    cfg = config_from_options(**options)
+    if json_path and Path(json_path).is_dir():
+        raise ProbscaleError(f"--json {json_path} is a folder", "pass a file path, e.g. --json summary.json")
+    from probscale_edge import distributed as dist
+    from probscale_edge.pipeline import build as run_build
+
+    try:
+        manifest = run_build(cfg)
+    finally:
+        dist.shutdown()
+    if not dist.is_main():  # under torchrun, rank 0 reports and writes
+        return
+    from probscale_edge.report import print_summary, summary_rows
+
+    print_summary(manifest)
+    if json_path:
+        write_json_out({"summary": summary_rows(manifest), "manifest": manifest}, json_path)

@@ -1,0 +1,41 @@
+"""The build pipeline: probe -> select -> prune -> recover -> export -> quantize -> bundle.
+
+``build`` is the list of stages; each stage lives in this package (``stages``: teacher, budget, latency
+table, probe, select; ``student``: prune and recover; ``convert``: export, quantize, mobile, TFLite;
+``manifest``: the bundle), takes the build's typed config (probscale_edge.config) and returns a typed
+result. The stages' caches and the atomic output are in ``store``.
+"""
+
+from __future__ import annotations
+
+from probscale_edge.config import BuildConfig, TaskSpec
+from probscale_edge.pipeline.run import default_output, log_stderr
+from probscale_edge.pipeline.stages import accuracy
+
+__all__ = ["BuildConfig", "TaskSpec", "build", "default_output", "accuracy"]
+
+
+def build(cfg: BuildConfig, log=log_stderr) -> dict:
+    """Run the whole pipeline; returns the manifest. Raises ProbscaleError on bad input (checked first)."""
+    from probscale_edge import distributed as dist
+    from probscale_edge.pipeline import convert, manifest, stages, student
+    from probscale_edge.pipeline.run import prepare
+    from probscale_edge.pipeline.store import Staging
+
+    run = prepare(cfg, log)
+    teacher = stages.teacher(run)
+    layer_budget = stages.budget(run, teacher)
+    table = stages.latency_table(run, teacher)
+    report, probe_key = stages.probe(run, teacher)
+    selection, select_key = stages.select(run, teacher, report, probe_key, layer_budget, table)
+    with Staging(run.out) as staging:
+        pruned = student.student(run, teacher, selection, select_key, staging.work)
+        if not dist.is_main():  # the other ranks' work (training, sharded forward passes) ends here
+            return {"rank": dist.rank(), "world_size": dist.world_size(), "accuracy": pruned.accuracy,
+                    "teacher_accuracy": teacher.accuracy}
+        exported = convert.export(run, pruned, staging.work)
+        gate = convert.quantize(run, pruned, exported, staging.work)
+        convert.mobile(run, pruned, exported, gate, staging.work)
+        convert.tflite(run, pruned, exported, staging.work)
+        return manifest.write_bundle(run, teacher, selection, pruned, exported, gate, staging.work, layer_budget,
+                                     staging)

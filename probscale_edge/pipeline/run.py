@@ -1,0 +1,123 @@
+"""The build's shared state and the inputs it checks before any heavy work."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probscale_edge.config import BuildConfig
+from probscale_edge.errors import ProbscaleError
+
+
+def log_stderr(msg):
+    if os.environ.get("RANK", "0") == "0":  # one voice under torchrun
+        print(msg, file=sys.stderr, flush=True)
+
+
+def default_output(cfg: BuildConfig) -> Path:
+    m = Path(str(cfg.source.model)).name or "model"
+    t = Path(cfg.data.tasks[0].spec).stem
+    return Path("bundles") / f"{m}-{t}-{cfg.target}"
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or lies inside it."""
+    return a == b or b in a.parents
+
+
+def check_output(out: Path, cfg: BuildConfig, inputs: list[Path]) -> None:
+    """Refuse an output that would destroy what the build reads, or that is not a folder we may replace."""
+    if out.exists() and not out.is_dir():
+        raise ProbscaleError(f"output path {out} exists and is a file", "pass another --output folder")
+    r, cwd = out.resolve(), Path.cwd().resolve()
+    for p in [cwd, *(i.resolve() for i in inputs)]:
+        if _inside(p, r) or (p != cwd and _inside(r, p)):  # the output is or holds p, or lies inside an input
+            raise ProbscaleError(f"--output {out} is, holds or lies inside {p} (an input, the cache or the working "
+                                 "folder), which the build would overwrite", "pass an --output folder of its own, "
+                                 "e.g. bundles/NAME")
+    if out.exists() and any(out.iterdir()) and not cfg.bundle.force:
+        raise ProbscaleError(f"output folder {out} already exists", "pass --force to replace it, or another --output")
+    parent = r.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ProbscaleError(f"cannot create the folder {parent}: part of that path is a file",
+                             "pass an --output under a folder") from None
+    if not os.access(parent, os.W_OK):
+        raise ProbscaleError(f"cannot write to {parent}", "choose a writable --output location")
+
+
+@dataclass
+class Run:
+    """One build in progress: its config, its log, its caches, the tasks, and every stage's report (the
+    manifest's ``stages``)."""
+
+    cfg: BuildConfig
+    log: object
+    out: Path
+    src: object = None  # the resolved model (a folder, or a hub id)
+    tasks: list = field(default_factory=list)
+    stages: dict = field(default_factory=dict)
+    t_start: float = field(default_factory=time.time)
+
+    @property
+    def task(self):
+        return self.tasks[0]
+
+    @property
+    def weights(self) -> list[float]:
+        return [t.weight for t in self.cfg.data.tasks]
+
+    @property
+    def max_length(self) -> int:
+        return self.cfg.source.max_length
+
+    def store(self, name: str):
+        from probscale_edge.assets import cache_dir
+        from probscale_edge.pipeline.store import StageStore
+
+        return StageStore(cache_dir() / name, log=self.log)
+
+
+def prepare(cfg: BuildConfig, log) -> Run:
+    """Cheap checks first (the configs checked themselves when made): the output, the converter, the
+    model folder, the data. Nothing heavy is loaded before the inputs are known to be usable."""
+    out = Path(cfg.bundle.output) if cfg.bundle.output else default_output(cfg)
+    if cfg.bundle.tflite:
+        from probscale_edge.converters.tflite_env import converter_python
+
+        converter_python()
+    if cfg.select.latency_table:
+        from probscale_edge.specs import LatencyTable
+
+        LatencyTable.load(cfg.select.latency_table)
+    from probscale_edge.assets import cache_dir
+    from probscale_edge.modeling import check_model_folder, resolve_model
+
+    inputs = [Path(t.spec) for t in cfg.data.tasks if Path(t.spec).exists()]
+    inputs += [Path(t.eval) for t in cfg.data.tasks if t.eval and Path(t.eval).exists()]
+    if Path(cfg.source.model).exists():
+        inputs.append(Path(cfg.source.model))
+    check_output(out, cfg, inputs + [cache_dir()])
+    run = Run(cfg, log, out)
+    run.src = resolve_model(cfg.source.model, log=log)
+    if isinstance(run.src, Path):
+        check_model_folder(run.src, allow_pickle=cfg.source.allow_pickle)
+    run.tasks = _load_tasks(cfg, log)
+    return run
+
+
+def _load_tasks(cfg: BuildConfig, log) -> list:
+    from probscale_edge.data import load_task, stratified_sample
+
+    d = cfg.data
+    tasks = [load_task(ts.spec, ts.eval, d.text_column, d.label_column, d.text_pair_column, max_train=d.max_train,
+                       log=log) for ts in d.tasks]
+    task = tasks[0]
+    if d.max_eval and len(task.eval) > d.max_eval:
+        task.eval = task.eval.subset(stratified_sample(task.eval.labels, d.max_eval))
+    log(f"task {task.name}: {len(task.train)} train / {len(task.eval)} eval examples, {task.num_labels} labels")
+    return tasks
