@@ -121,7 +121,7 @@ class DataConfig(Config):
         if not all(isinstance(t, TaskSpec) for t in self.tasks):
             raise ProbscaleError("tasks must be TaskSpec objects", "pass tasks=[TaskSpec('rotten_tomatoes')]")
         in_range("max_train", self.max_train, 1, integer=True, optional=True, example=4000)
-        in_range("max_eval", self.max_eval, 1, integer=True, optional=True, example=1000)
+        in_range("max_eval", self.max_eval, 10, integer=True, optional=True, example=1000)  # data.MIN_EVAL_EXAMPLES
         if self.text_pair_column is not None and self.text_pair_column == self.text_column:
             raise ProbscaleError("--text-pair-column names the --text-column", "pass the second text column")
 
@@ -182,7 +182,9 @@ class SelectConfig(Config):
     spec: dict | None = None  # cut this SubnetworkSpec instead of selecting one
 
     def __post_init__(self):
-        in_range("budget", self.budget, 0, 1, lo_open=True, example=0.33)
+        if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and 0 < self.budget <= 1):
+            raise ProbscaleError(f"--budget {self.budget} is not a fraction in (0, 1]",
+                                 "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
         in_range("compression", self.compression, 1, 1000, lo_open=True, optional=True, example=5)
         one_of("compression_basis", self.compression_basis, COMPRESSION_BASES)
         one_of("strategy", self.strategy, STRATEGIES)

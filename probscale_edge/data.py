@@ -222,7 +222,7 @@ def _file_kind(mode: int) -> str:
                        (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return kind
-    return "not a regular file"
+    return "a special file"
 
 
 def _read_regular_file(path: Path) -> bytes:
@@ -246,7 +246,10 @@ def _read_regular_file(path: Path) -> bytes:
         mode = os.fstat(f.fileno()).st_mode
         if not stat.S_ISREG(mode):
             refuse(mode)
-        return f.read()
+        try:
+            return f.read()
+        except OSError as e:
+            raise ProbscaleError(f"could not read {path} ({e.strerror or e})", "check the file and the disk")
 
 
 def _read_table(path: Path) -> list[dict]:

@@ -105,145 +105,182 @@ def train_classifier(model, tokenizer, split, cfg: TrainSettings, teacher_logits
     ``hidden_teacher`` (a :class:`HiddenDistill`): adds its hidden-state loss, weighted by ``cfg.hidden_weight``.
     """
     from probscale_edge import distributed as dist
-    from probscale_edge.progress import progress_bar
 
     if len(split) == 0:
         raise ProbscaleError("the training split is empty", "give training data")
-    world, rank = dist.world_size(), dist.rank()
+    world = dist.world_size()
     if cfg.batch_size < world or len(split) < world:
         raise ProbscaleError(f"batch size {cfg.batch_size} or {len(split)} training examples is fewer than the "
                              f"{world} processes", f"pass a batch size and data of at least {world}, or fewer processes")
     dist.init()
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    lr = lr or cfg.lr
-    dev = dist.device()
-    model.to(dev)
-    model.train()
-    for p in model.parameters():
-        p.requires_grad = not head_only
-    for p in model.classifier.parameters():
-        p.requires_grad = True
-    emb = model.adapter.word_embeddings(model.encoder)
-    # a factorized table (vocabulary x rank) is small and must adapt to the new projection: trained
-    if cfg.freeze_word_embeddings and not head_only and not hasattr(emb, "proj"):
-        emb.weight.requires_grad = False
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr,
-                            **({"fused": True} if dev.type == "cuda" else {}))
-    lengths = [len(t) + (len(split.pairs[i]) if split.pairs else 0) for i, t in enumerate(split.texts)]
-    steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
-    total = max(1, int(round(steps_per_epoch * cfg.epochs)))
-    warm = int(cfg.warmup * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    labels = torch.tensor(split.labels, dtype=torch.long)
-    tl = torch.tensor(teacher_logits) if teacher_logits is not None else None
-    net = model
-    if dist.active():
+    run = _Training(model, tokenizer, split, cfg, lr or cfg.lr, head_only, teacher_logits, hidden_teacher)
+    run.restore(Path(checkpoint) if checkpoint else None, resume, dev_split)
+    t0 = time.perf_counter()
+    run.loop(progress_desc)
+    seconds = run.finish()
+    return {"steps": run.step, "final_loss": float(np.mean(run.losses[-20:])), "lr": run.lr, "examples": len(split),
+            "epochs": cfg.epochs, "distilled": run.tl is not None, "head_only": head_only,
+            "resumed_at_step": run.start, "world_size": world, "device": run.dev.type,
+            "train_seconds": round(seconds - t0, 2),
+            **({"hidden_distill": hidden_teacher.report(run.hid_losses)} if hidden_teacher is not None else {}),
+            "examples_per_second": round(run.seen / (seconds - t0), 1) if seconds > t0 else None,
+            **({"early_stopping": run.early} if run.early else {})}
+
+
+class _Training:
+    """One training run's state: the optimizer, the schedule, the batches, the losses (train_classifier)."""
+
+    def __init__(self, model, tokenizer, split, cfg: TrainSettings, lr, head_only, teacher_logits, hidden_teacher):
+        from probscale_edge import distributed as dist
+
+        self.model, self.tokenizer, self.split, self.cfg, self.lr = model, tokenizer, split, cfg, lr
+        self.hidden = hidden_teacher
+        self.world, self.rank = dist.world_size(), dist.rank()
+        self.rng = random.Random(cfg.seed)
+        self.dev = dev = dist.device()
+        model.to(dev)
+        model.train()
+        for p in model.parameters():
+            p.requires_grad = not head_only
+        for p in model.classifier.parameters():
+            p.requires_grad = True
+        emb = model.adapter.word_embeddings(model.encoder)
+        # a factorized table (vocabulary x rank) is small and must adapt to the new projection: trained
+        if cfg.freeze_word_embeddings and not head_only and not hasattr(emb, "proj"):
+            emb.weight.requires_grad = False
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in self.params if p.ndim >= 2]
+        no_decay = [p for p in self.params if p.ndim < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=lr,
+                                     **({"fused": True} if dev.type == "cuda" else {}))
+        self.lengths = [len(t) + (len(split.pairs[i]) if split.pairs else 0) for i, t in enumerate(split.texts)]
+        self.steps_per_epoch = math.ceil(len(split) / cfg.batch_size)
+        self.total = total = max(1, int(round(self.steps_per_epoch * cfg.epochs)))
+        warm = int(cfg.warmup * total)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: (s + 1) / max(1, warm) if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+        self.labels = torch.tensor(split.labels, dtype=torch.long)
+        self.tl = torch.tensor(teacher_logits) if teacher_logits is not None else None
+        self.net = self._ddp(model) if dist.active() else model
+        self.amp = dev.type == "cuda" and cfg.amp
+        self.step, self.losses, self.start, self.hid_losses, self.seen = 0, [], 0, [], 0
+        self.stopper = self.ck = self.early = None
+
+    def _ddp(self, model):
         from torch.nn.parallel import DistributedDataParallel
 
+        dev = self.dev
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
                                       gradient_as_bucket_view=True)
         if dev.type == "cuda":  # gradients travel in bf16: half the all-reduce bytes, fp32 kept for the update
             from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
             net.register_comm_hook(None, default_hooks.bf16_compress_hook)
-    amp = dev.type == "cuda" and cfg.amp
-    step, losses, start = 0, [], 0
-    stopper = (_EarlyStopping(model, tokenizer, dev_split, cfg, steps_per_epoch)
-               if dev_split is not None and len(dev_split) else None)
-    ck = Path(checkpoint) if checkpoint else None
-    if ck is not None and resume and ck.exists():
-        state = torch.load(ck, map_location="cpu", weights_only=False)
-        if state.get("total") == total:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            torch.set_rng_state(state["torch_rng"])
-            start, losses = state["step"], state["losses"]
-            if stopper is not None and state.get("stopper"):
-                stopper.load(state["stopper"])
-    # tokenized once, padded per batch: per-step tokenization was a third of a GPU step's time
-    encoded = _Encoded(tokenizer, split, cfg.max_length)
-    if hidden_teacher is not None:
-        hidden_teacher.prepare(model, split, cfg, dev)
-    hid_losses = []
-    seen = 0
-    t0 = time.perf_counter()
-    with progress_bar(total, progress_desc) as bar:
-        bar.update(start)
-        while step < total:
-            for b in _batches(lengths, cfg.batch_size, rng):
-                if step >= total:
-                    break
-                if len(b) < world:  # a last sliver smaller than the process count: skipped by every rank alike
-                    continue
-                if step < start:  # replaying the batch order of a resumed run
-                    step += 1
-                    continue
-                mine = b[rank::world]  # this rank's share of the global batch
-                enc = {k: v.to(dev, non_blocking=True) for k, v in encoded.batch(mine).items()}
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    with (model.capture_states() if hidden_teacher is not None else nullcontext()) as states:
-                        logits = net(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).float()
-                y = labels[mine].to(dev)
-                # augmented rows (label -1) have only the teacher's logits: the hard-label loss is over the rest
-                loss = F.cross_entropy(logits, y, ignore_index=-1, reduction="sum") / (y >= 0).sum().clamp(min=1)
-                if tl is not None:
-                    T = cfg.temperature
-                    kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(tl[mine].to(dev) / T, -1),
-                                  reduction="batchmean") * T * T
-                    loss = cfg.alpha * loss + (1 - cfg.alpha) * kd
-                if hidden_teacher is not None:
-                    hl = hidden_teacher.loss(states, mine, enc["attention_mask"], amp)
-                    hid_losses.append(hl.item())
-                    loss = loss + cfg.hidden_weight * hl
-                # DDP averages gradients over ranks; weighting by the share size makes that the
-                # mean over the global batch even when the shares differ by one example
-                (loss * (len(mine) * world / len(b))).backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                step += 1
-                seen += len(b)
-                bar.update(1, loss=sum(losses[-20:]) / len(losses[-20:]),
-                           **({"dev": stopper.last} if stopper is not None and stopper.last is not None else {}))
-                if stopper is not None and stopper.due(step, total):
-                    model.eval()
-                    stop = stopper.score(step)
-                    model.train()
-                    if stop:
+        return net
+
+    def restore(self, ck: Path | None, resume: bool, dev_split) -> None:
+        """Early stopping on ``dev_split``; a checkpoint of the same run restored with ``resume``."""
+        self.stopper = (_EarlyStopping(self.model, self.tokenizer, dev_split, self.cfg, self.steps_per_epoch)
+                        if dev_split is not None and len(dev_split) else None)
+        self.ck = ck
+        if ck is not None and resume and ck.exists():
+            state = torch.load(ck, map_location="cpu", weights_only=False)
+            if state.get("total") == self.total:
+                self.model.load_state_dict(state["model"])
+                self.opt.load_state_dict(state["opt"])
+                self.sched.load_state_dict(state["sched"])
+                torch.set_rng_state(state["torch_rng"])
+                self.start, self.losses = state["step"], state["losses"]
+                if self.stopper is not None and state.get("stopper"):
+                    self.stopper.load(state["stopper"])
+        # tokenized once, padded per batch: per-step tokenization was a third of a GPU step's time
+        self.encoded = _Encoded(self.tokenizer, self.split, self.cfg.max_length)
+        if self.hidden is not None:
+            self.hidden.prepare(self.model, self.split, self.cfg, self.dev)
+
+    def loop(self, progress_desc: str) -> None:
+        from probscale_edge.progress import progress_bar
+
+        stopper = self.stopper
+        with progress_bar(self.total, progress_desc) as bar:
+            bar.update(self.start)
+            while self.step < self.total:
+                for b in _batches(self.lengths, self.cfg.batch_size, self.rng):
+                    if self.step >= self.total:
                         break
-                if ck is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-                    _save_state(ck, model, opt, sched, step, total, losses,
-                                stopper.state() if stopper is not None else None)
-                fault(f"train-step:{step}")
-            if stopper is not None and stopper.stopped:
-                break
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    model.to("cpu")
-    if hidden_teacher is not None:
-        hidden_teacher.teacher.to("cpu")
-    model.eval()
-    early = stopper.finish() if stopper is not None else None
-    for p in model.parameters():
-        p.requires_grad = True
-    if ck is not None and dist.is_main():
-        ck.unlink(missing_ok=True)
-    return {"steps": step, "final_loss": float(np.mean(losses[-20:])), "lr": lr, "examples": len(split),
-            "epochs": cfg.epochs, "distilled": tl is not None, "head_only": head_only, "resumed_at_step": start,
-            "world_size": world, "device": dev.type, "train_seconds": round(seconds, 2),
-            **({"hidden_distill": hidden_teacher.report(hid_losses)} if hidden_teacher is not None else {}),
-            "examples_per_second": round(seen / seconds, 1) if seconds > 0 else None,
-            **({"early_stopping": early} if early else {})}
+                    if len(b) < self.world:  # a last sliver smaller than the process count: skipped by every rank
+                        continue
+                    if self.step < self.start:  # replaying the batch order of a resumed run
+                        self.step += 1
+                        continue
+                    self.train_step(b)
+                    bar.update(1, loss=sum(self.losses[-20:]) / len(self.losses[-20:]),
+                               **({"dev": stopper.last} if stopper is not None and stopper.last is not None else {}))
+                    if stopper is not None and stopper.due(self.step, self.total):
+                        self.model.eval()
+                        stop = stopper.score(self.step)
+                        self.model.train()
+                        if stop:
+                            break
+                    self.checkpoint()
+                    fault(f"train-step:{self.step}")
+                if stopper is not None and stopper.stopped:
+                    break
+
+    def train_step(self, b) -> None:
+        cfg, dev, mine = self.cfg, self.dev, b[self.rank::self.world]  # this rank's share of the global batch
+        enc = {k: v.to(dev, non_blocking=True) for k, v in self.encoded.batch(mine).items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            with (self.model.capture_states() if self.hidden is not None else nullcontext()) as states:
+                logits = self.net(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).float()
+        y = self.labels[mine].to(dev)
+        # augmented rows (label -1) have only the teacher's logits: the hard-label loss is over the rest
+        loss = F.cross_entropy(logits, y, ignore_index=-1, reduction="sum") / (y >= 0).sum().clamp(min=1)
+        if self.tl is not None:
+            T = cfg.temperature
+            kd = F.kl_div(F.log_softmax(logits / T, -1), F.softmax(self.tl[mine].to(dev) / T, -1),
+                          reduction="batchmean") * T * T
+            loss = cfg.alpha * loss + (1 - cfg.alpha) * kd
+        if self.hidden is not None:
+            hl = self.hidden.loss(states, mine, enc["attention_mask"], self.amp)
+            self.hid_losses.append(hl.item())
+            loss = loss + cfg.hidden_weight * hl
+        # DDP averages gradients over ranks; weighting by the share size makes that the
+        # mean over the global batch even when the shares differ by one example
+        (loss * (len(mine) * self.world / len(b))).backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.append(loss.item())
+        self.step += 1
+        self.seen += len(b)
+
+    def checkpoint(self) -> None:
+        every = self.cfg.checkpoint_every
+        if self.ck is not None and every and self.step % every == 0 and self.step < self.total:
+            _save_state(self.ck, self.model, self.opt, self.sched, self.step, self.total, self.losses,
+                        self.stopper.state() if self.stopper is not None else None)
+
+    def finish(self) -> float:
+        """Back to the CPU in eval mode with the best dev weights; returns the clock at the end of training."""
+        from probscale_edge import distributed as dist
+
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+        end = time.perf_counter()
+        self.model.to("cpu")
+        if self.hidden is not None:
+            self.hidden.teacher.to("cpu")
+        self.model.eval()
+        self.early = self.stopper.finish() if self.stopper is not None else None
+        for p in self.model.parameters():
+            p.requires_grad = True
+        if self.ck is not None and dist.is_main():
+            self.ck.unlink(missing_ok=True)
+        return end
 
 
 class _EarlyStopping:

@@ -97,7 +97,7 @@ class SubnetworkSpec(Record):
                                  f"use layer indices 0..{num_layers - 1}")
         for part, sizes in (("heads", heads), ("ffn", ffn)):
             for k, idx in getattr(self, part).items():
-                if max(idx) >= sizes[int(k)]:
+                if idx and max(idx) >= sizes[int(k)]:
                     raise ProbscaleError(f"the spec keeps {part[:-1] if part == 'heads' else 'ffn neuron'} "
                                          f"{max(idx)} of layer {k}, which has {sizes[int(k)]}",
                                          f"use indices 0..{sizes[int(k)] - 1}")

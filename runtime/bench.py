@@ -129,30 +129,8 @@ def bench_bundle(bundle, cfg: BenchConfig | None = None, eval_texts=None, eval_l
                              "in one call", f"pass --batch-size {max(1, MAX_BATCH_TOKENS // width)} or less at "
                              f"{width} tokens, or a shorter --sequence-length")
 
-    def batch(i):  # the i-th timed batch, made when it is needed (never num_runs x batch_size texts at once)
-        return [texts[(i * cfg.batch_size + j) % len(texts)] for j in range(cfg.batch_size)]
-
-    feed0 = pred.encode(batch(0))
-    t = time.perf_counter()
-    pred.backend.run(feed0)
-    first_ms = (time.perf_counter() - t) * 1000
-    warm = []
-    for i in range(cfg.warmup_runs):
-        t = time.perf_counter()
-        pred.backend.run(pred.encode(batch(i % cfg.num_runs)))
-        warm.append((time.perf_counter() - t) * 1000)
-    session_ms, e2e_ms = [], []
-    for i in range(cfg.num_runs):
-        b = batch(i)
-        t = time.perf_counter()
-        feed = pred.encode(b)
-        t1 = time.perf_counter()
-        lg = pred.backend.run(feed)
-        t2 = time.perf_counter()
-        _ = [pred.labels[int(i)] for i in np.argmax(lg, -1)]
-        t3 = time.perf_counter()
-        session_ms.append((t2 - t1) * 1000)
-        e2e_ms.append((t3 - t) * 1000)
+    batch = _batcher(texts, cfg.batch_size)
+    feed0, first_ms, warm, session_ms, e2e_ms = _time_runs(pred, cfg, batch)
     m = pred.manifest
     model_bytes = m["files"][pred.model_file]["bytes"] if pred.model_file in m["files"] else \
         (Path(bundle) / pred.model_file).stat().st_size
@@ -195,3 +173,36 @@ def write_json(result, path) -> None:
     tmp = p.with_suffix(p.suffix + ".part")
     tmp.write_text(json.dumps(result, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
     os.replace(tmp, p)
+
+
+def _batcher(texts, batch_size):
+    def batch(i):  # the i-th timed batch, made when it is needed (never num_runs x batch_size texts at once)
+        return [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)]
+
+    return batch
+
+
+def _time_runs(pred, cfg: BenchConfig, batch):
+    """First inference, warm-up, then the timed runs: session time and end to end (tokenize + post-process)."""
+    feed0 = pred.encode(batch(0))
+    t = time.perf_counter()
+    pred.backend.run(feed0)
+    first_ms = (time.perf_counter() - t) * 1000
+    warm = []
+    for i in range(cfg.warmup_runs):
+        t = time.perf_counter()
+        pred.backend.run(pred.encode(batch(i % cfg.num_runs)))
+        warm.append((time.perf_counter() - t) * 1000)
+    session_ms, e2e_ms = [], []
+    for i in range(cfg.num_runs):
+        b = batch(i)
+        t = time.perf_counter()
+        feed = pred.encode(b)
+        t1 = time.perf_counter()
+        lg = pred.backend.run(feed)
+        t2 = time.perf_counter()
+        _ = [pred.labels[int(i)] for i in np.argmax(lg, -1)]
+        t3 = time.perf_counter()
+        session_ms.append((t2 - t1) * 1000)
+        e2e_ms.append((t3 - t) * 1000)
+    return feed0, first_ms, warm, session_ms, e2e_ms

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -80,7 +81,12 @@ def _read_bounded(path: Path, what: str, limit: int) -> bytes:
 
 
 def sha256_file(path, chunk=1 << 20) -> str:
-    return _hash_regular(Path(path), str(path), chunk)[0]
+    """sha256 of any readable file (assets, caches); bundle files go through the checks of ``_hash_regular``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(chunk), b""):
+            h.update(b)
+    return h.hexdigest()
 
 
 def _hash_regular(path: Path, what: str, chunk=1 << 20) -> tuple[str, int]:
@@ -210,7 +216,8 @@ def _listed(m: dict, v, where: str, optional: bool = False):
 
 
 def _check_files(files):
-    _want(isinstance(files, dict) and files, "manifest.json lists no files")
+    _want(isinstance(files, dict), "manifest.json files is not an object of {name: {sha256, bytes}}")
+    _want(files, "manifest.json lists no files")
     for name, meta in files.items():
         check_name(name, "manifest.json files entry")
         _want(name not in RESERVED, f"manifest.json lists {name}, which cannot checksum itself")
@@ -277,6 +284,17 @@ def _write_atomic(path: Path, data: bytes):
     os.replace(tmp, path)
 
 
+def _finite(v):
+    """``v`` with NaN and infinities as null (not JSON: parsers on devices refuse them)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
 def write_manifest(folder, manifest: dict) -> dict:
     """The one manifest writer (build, latency table, benchmarks): stamps ``format_version``, lists every
     other file of ``folder`` with its sha256 and size, checks the result against the schema, writes
@@ -286,7 +304,7 @@ def write_manifest(folder, manifest: dict) -> dict:
     names = [n for n in _walk(folder) if n not in RESERVED and not any(p.startswith(".") for p in n.split("/"))]
     manifest = {"format_version": FORMAT_VERSION, **{k: v for k, v in manifest.items() if k != "format_version"}}
     manifest["files"] = file_entries(folder, names)
-    raw = json.dumps(manifest, indent=2, default=str).encode("utf-8")
+    raw = json.dumps(_finite(manifest), indent=2, default=str).encode("utf-8")
     written = check_manifest(parse_json(raw, MANIFEST))
     (folder / SIGNATURE).unlink(missing_ok=True)
     _write_atomic(folder / MANIFEST, raw)

@@ -73,11 +73,10 @@ def real_bundle(tmp_path_factory):
 def tiny_bundle(tmp_path_factory, tiny_bert, toy_csv):
     """A full build of a tiny random-init BERT on the synthetic task -> (bundle path, manifest)."""
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-    from probscale_edge.recover import RecoverConfig
 
     out = tmp_path_factory.mktemp("b") / "bundle"
-    cfg = BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
-                      budget=0.5, recover=RecoverConfig(epochs=2, lr=1e-3, student_lr=1e-3), use_cache=False,
+    cfg = BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
+                      budget=0.5, epochs=2, lr=1e-3, student_lr=1e-3, use_cache=False,
                       latency_runs=5)
     manifest = build(cfg, log=lambda *_: None)
     return out, manifest

@@ -15,7 +15,7 @@ from helpers import make_tiny
 from probscale_edge.augment import AugmentConfig, Augmenter, augment_texts, task_vocabulary, word_neighbours
 from probscale_edge.data import load_task
 from probscale_edge.modeling import EncoderClassifier, load_encoder, predict_logits
-from probscale_edge.recover import RecoverConfig, recover
+from probscale_edge.recover import TrainSettings as RecoverConfig, recover
 
 
 def test_word_neighbours_are_the_nearest_by_cosine():
@@ -80,5 +80,5 @@ def test_augmented_distillation_trains_on_teacher_only_rows(tmp_path, minilm_dir
 def test_cli_rejects_augment_without_distill(tmp_path):
     r = subprocess.run([sys.executable, "-m", "probscale_edge", "build", "--recover", "finetune", "--augment", "4",
                         "-o", str(tmp_path / "b")], capture_output=True, text=True)
-    assert r.returncode != 0 and "--augment 4 with --recover finetune" in r.stderr
+    assert r.returncode != 0 and "--augment 4 with --recover-mode finetune" in r.stderr
     assert not (tmp_path / "b").exists()

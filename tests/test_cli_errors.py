@@ -104,7 +104,7 @@ def test_budget_not_a_fraction(out, budget):
 def test_unknown_target(out):
     t = time.time()
     p = run_cli("build", "--target", "mips", "-o", str(out))
-    assert_clean_failure(p, out, "unknown target 'mips'")
+    assert_clean_failure(p, out, "unknown --target 'mips'")
     assert time.time() - t < 30  # refused before anything heavy is loaded
 
 
@@ -222,7 +222,13 @@ def test_bad_spec_file_is_refused_before_any_work(out, tmp_path):
     bad = tmp_path / "spec.json"
     bad.write_text('{"keep_layers": []}')
     p = run_cli("build", "--spec", str(bad), "-o", str(out))
-    assert_clean_failure(p, out, "has no subnetwork spec")
+    assert_clean_failure(p, out, "keep_layers is empty")
+    for spec, msg in (('{"keep_layers": ["a"]}', "list of non-negative integers"),
+                      ('{"keep_layers": [0], "heads": {"1": [0]}}', "which keep_layers does not keep"),
+                      ('{"heads": {}}', "has no subnetwork spec")):
+        bad.write_text(spec)
+        p = run_cli("build", "--spec", str(bad), "-o", str(out))
+        assert_clean_failure(p, out, msg)
     bad.write_text("{not json")
     p = run_cli("build", "--spec", str(bad), "-o", str(out))
     assert_clean_failure(p, out, "cannot read the spec")
@@ -231,7 +237,7 @@ def test_bad_spec_file_is_refused_before_any_work(out, tmp_path):
 def test_spec_is_read_from_a_manifest_a_selection_or_itself(tmp_path):
     import json
 
-    from probscale_edge.cli import _read_spec
+    from probscale_edge.cli.options import read_spec as _read_spec
 
     spec = {"keep_layers": [0, 2], "heads": {"0": [1, 3]}, "ffn": {}}
     for doc in (spec, {"spec": spec, "kept_fraction": 0.3}, {"subnetwork": {"spec": spec}, "format": 1}):

@@ -68,13 +68,12 @@ def test_compression_budget_reaches_the_total_parameter_ratio(tmp_path, tiny_ber
     full model's total parameters, and the bundle reloads in the runtime with the build's accuracy."""
     from probscale_edge.data import load_local
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-    from probscale_edge.recover import RecoverConfig
     from probscale_edge.runtime import Predictor
 
     out = tmp_path / "bundle"
-    m = build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
+    m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
                           compression=30, trim_vocab=True, embedding_rank=8,
-                          recover=RecoverConfig(epochs=2, lr=1e-3, student_lr=1e-3), use_cache=False,
+                          epochs=2, lr=1e-3, student_lr=1e-3, use_cache=False,
                           latency_runs=3), log=lambda *_: None)
     full, pruned = m["parameters"]["original"]["total"], m["parameters"]["pruned"]["total"]
     assert m["stages"]["budget"]["budget"] < 1  # the layers had to be cut to reach 30x
@@ -88,17 +87,16 @@ def test_compression_on_the_non_embedding_basis(tmp_path, tiny_bert, toy_csv):
     """--compression R --compression-basis non-embedding: R times fewer non-embedding parameters, however
     large the (untrimmed) embedding stays."""
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-    from probscale_edge.recover import RecoverConfig
 
-    m = build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(tmp_path / "b"),
-                          compression=4, compression_basis="non-embedding", recover=RecoverConfig(mode="none"),
+    m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(tmp_path / "b"),
+                          compression=4, compression_basis="non-embedding", recover_mode="none",
                           use_cache=False, latency_runs=3), log=lambda *_: None)
     full, pruned = m["parameters"]["original"], m["parameters"]["pruned"]
     assert m["stages"]["budget"]["basis"] == "non-embedding"
     assert 4 <= full["non_embedding"] / pruned["non_embedding"] <= 4 / 0.9  # met, and not wasted
     assert pruned["embedding"] == full["embedding"]  # no trimming asked: the ratio is not bought with the embedding
     with pytest.raises(Exception, match="compression-basis"):
-        build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(tmp_path / "c"),
+        build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(tmp_path / "c"),
                           compression=4, compression_basis="embedding", use_cache=False), log=lambda *_: None)
     assert not (tmp_path / "c").exists()
 
@@ -109,7 +107,7 @@ def test_compression_that_leaves_no_room_is_a_clear_error(tmp_path, tiny_bert, t
 
     out = tmp_path / "never"
     with pytest.raises(ProbscaleError, match="leaves no room") as e:
-        build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), compression=8,
+        build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), compression=8,
                           use_cache=False), log=lambda *_: None)
     assert "--trim-vocab" in e.value.fix
     assert not out.exists()
@@ -119,12 +117,12 @@ def test_early_stopping_keeps_the_best_dev_weights(tmp_path, tiny_bert, toy_csv)
     """A learning rate that first learns and then diverges: the recovery returns the weights that
     scored best on the held-out dev split, and reports where it stopped."""
     from probscale_edge.data import load_local
-    from probscale_edge.recover import RecoverConfig, recover
+    from probscale_edge.recover import TrainSettings, recover
 
     t = load_local(toy_csv)
     model, tok = _classifier(tiny_bert)
-    cfg = RecoverConfig(mode="finetune", epochs=6, student_lr=3e-3, batch_size=16, dev_fraction=0.2,
-                        eval_every=0.5, patience=3, checkpoint_every=0)
+    cfg = TrainSettings(mode="finetune", epochs=6, student_lr=3e-3, batch_size=16, dev_fraction=0.2,
+                         eval_every=0.5, patience=3, checkpoint_every=0)
     rep = recover(model, tok, t.train, cfg)
     es = rep["early_stopping"]
     hist = es["history"]

@@ -33,7 +33,7 @@ def test_sharded_logits_and_features_equal_one_process(tmp_path, tiny_bert):
         import sys, numpy as np
         from probscale_edge import distributed as dist
         from probscale_edge.modeling import EncoderClassifier, load_encoder, predict_logits
-        from probscale_edge.probe import ProbeConfig, extract_features
+        from probscale_edge.probe import ProbeSettings as ProbeConfig, extract_features
         texts = {texts!r}
         enc, tok, _ = load_encoder({str(tiny_bert)!r})
         import torch; torch.manual_seed(0)
@@ -55,7 +55,7 @@ def test_sharded_logits_and_features_equal_one_process(tmp_path, tiny_bert):
     import torch
 
     from probscale_edge.modeling import EncoderClassifier, load_encoder, predict_logits
-    from probscale_edge.probe import ProbeConfig, extract_features
+    from probscale_edge.probe import ProbeSettings as ProbeConfig, extract_features
 
     enc, tok, _ = load_encoder(tiny_bert)
     torch.manual_seed(0)
@@ -74,7 +74,7 @@ def _train_script(tmp_path, tiny_bert, toy_csv):
         from safetensors.torch import save_file
         from probscale_edge.data import load_task
         from probscale_edge.modeling import EncoderClassifier, load_encoder
-        from probscale_edge.recover import RecoverConfig, train_classifier
+        from probscale_edge.recover import TrainSettings as RecoverConfig, train_classifier
         t = load_task({str(toy_csv)!r})
         enc, tok, _ = load_encoder({str(tiny_bert)!r})
         torch.manual_seed(0)

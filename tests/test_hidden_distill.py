@@ -15,7 +15,7 @@ from helpers import make_tiny
 from probscale_edge.data import load_task
 from probscale_edge.modeling import EncoderClassifier, load_encoder, predict_logits
 from probscale_edge.prune import SubnetworkSpec, apply_spec
-from probscale_edge.recover import HiddenDistill, RecoverConfig, _Encoded, recover
+from probscale_edge.recover import HiddenDistill, TrainSettings as RecoverConfig, _Encoded, recover
 
 
 def _teacher(tmp_path, minilm_dir, model_type="bert"):
@@ -88,5 +88,5 @@ def test_cli_rejects_hidden_weight_without_distill(tmp_path):
     r = subprocess.run([sys.executable, "-m", "probscale_edge", "build", "--recover", "finetune", "--distill-hidden", "1",
                         "-o", str(tmp_path / "b")], capture_output=True, text=True)
     assert r.returncode != 0
-    assert "--distill-hidden 1 with --recover finetune" in r.stderr
+    assert "--distill-hidden 1 with --recover-mode finetune" in r.stderr
     assert not (tmp_path / "b").exists()

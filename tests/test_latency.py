@@ -69,21 +69,21 @@ def test_bad_table_files_are_clear_errors(tmp_path):
 
 
 def test_selection_meets_the_latency_budget(tiny_bert, toy_csv):
-    from probscale_edge.probe import ProbeConfig, probe_layers
+    from probscale_edge.probe import ProbeSettings, probe_layers
     from probscale_edge.prune import apply_spec
     from probscale_edge.select import SelectConfig, select
 
     model, tok = _model(tiny_bert)
     task = load_task(str(toy_csv))
-    pcfg = ProbeConfig(max_examples=120, max_length=32)
+    pcfg = ProbeSettings(max_examples=120, max_length=32)
     report = probe_layers(model, tok, [task], [1.0], pcfg)
     table = _table({"layers": 4, "heads": 4, "ffn": 64})
     full_ms = table.predict([{"heads": 4, "ffn": 64}] * 4)  # 1.5 + 4 x (0.4 + 0.8 + 0.64) = 8.86
     assert full_ms == pytest.approx(8.86)
     results = {}
     for max_ms in (7.0, 4.5, 2.6):
-        cfg = SelectConfig(granularity="unit", layer_factor=100, max_latency_ms=max_ms, latency_table=table.to_dict())
-        sel = select(model, report, cfg, tokenizer=tok, tasks=[task], weights=[1.0], probe_cfg=pcfg)
+        cfg = SelectConfig(granularity="unit", layer_factor=100, max_latency_ms=max_ms)
+        sel = select(model, report, cfg, tokenizer=tok, tasks=[task], weights=[1.0], probe_cfg=pcfg, table=table)
         shapes = apply_spec(model, sel.spec).layer_shapes()
         predicted = table.predict(shapes)
         assert sel.predicted_latency_ms == pytest.approx(predicted)  # the selection's figure is the table's
@@ -93,8 +93,8 @@ def test_selection_meets_the_latency_budget(tiny_bert, toy_csv):
     assert results[7.0][1] > results[4.5][1] > results[2.6][1]
     assert results[2.6][0] < 4  # 2.6 ms cannot hold 4 layers even at their narrowest (4 x 0.76 + 1.5 = 4.54)
     with pytest.raises(ProbscaleError, match="below the fastest subnetwork"):
-        select(model, report, SelectConfig(granularity="unit", max_latency_ms=1.0, latency_table=table.to_dict()),
-               tokenizer=tok, tasks=[task], weights=[1.0], probe_cfg=pcfg)
+        select(model, report, SelectConfig(granularity="unit", max_latency_ms=1.0),
+               tokenizer=tok, tasks=[task], weights=[1.0], probe_cfg=pcfg, table=table)
 
 
 def test_build_checks_the_selected_subnetwork_against_the_budget(tiny_bert, toy_csv, tmp_path):
@@ -102,7 +102,6 @@ def test_build_checks_the_selected_subnetwork_against_the_budget(tiny_bert, toy_
     selects again under a scaled budget while it is over (timings are real, so only the bookkeeping is
     asserted: each round's budget is below the last, and the manifest records every round)."""
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-    from probscale_edge.recover import RecoverConfig
 
     model, tok = _model(tiny_bert)
     table = measure_table(model, tok, target="x86_64", seq=128, threads=1, runs=10)
@@ -110,8 +109,8 @@ def test_build_checks_the_selected_subnetwork_against_the_budget(tiny_bert, toy_
     path.write_text(json.dumps(table.to_dict()))
     budget = table.predict([{"heads": 2, "ffn": 32}] * 3)
     out = tmp_path / "bundle"
-    m = build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="x86_64",
-                          recover=RecoverConfig(epochs=1, lr=1e-3, student_lr=1e-3), use_cache=False, latency_runs=5,
+    m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="x86_64",
+                          epochs=1, lr=1e-3, student_lr=1e-3, use_cache=False, latency_runs=5,
                           max_latency_ms=budget, latency_table=str(path)))
     lb = m["latency_budget"]
     assert lb["max_ms"] == budget and lb["predicted_ms"] <= budget + 1e-9

@@ -12,7 +12,7 @@ import pytest
 
 def test_bundle_layout_and_manifest(tiny_bundle):
     out, m = tiny_bundle
-    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "manifest.json", "model.onnx", "model.ort",
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "manifest.json", "manifest.sha256", "model.onnx", "model.ort",
                                                      "required_operators.config", "tokenizer.json", "vocab.txt"]
     disk = json.loads((out / "manifest.json").read_text())
     assert disk["format_version"] == 1
@@ -101,15 +101,14 @@ def test_int8_is_smaller(tiny_bundle):
 def test_android_bundle_with_trimmed_vocabulary(tmp_path, tiny_bert, toy_csv):
     from probscale_edge.data import load_local
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-    from probscale_edge.recover import RecoverConfig
     from probscale_edge.runtime import Predictor
 
     out = tmp_path / "android"
-    m = build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="android",
-                          budget=0.5, trim_vocab=True, recover=RecoverConfig(epochs=1, lr=1e-3, student_lr=1e-3),
+    m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="android",
+                          budget=0.5, trim_vocab=True, epochs=1, lr=1e-3, student_lr=1e-3,
                           use_cache=False, latency_runs=3), log=lambda *_: None)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["labels.json", "manifest.json", "model.ort", "required_operators.config", "tokenizer.json",
+    assert names == ["labels.json", "manifest.json", "manifest.sha256", "model.ort", "required_operators.config", "tokenizer.json",
                      "vocab.txt"]
     assert m["model"]["file"] == "model.ort" and m["model"]["format"] == "ort"
     v = m["vocabulary"]

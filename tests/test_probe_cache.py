@@ -6,7 +6,7 @@ import numpy as np
 
 from probscale_edge.data import load_task
 from probscale_edge.modeling import EncoderClassifier, load_encoder
-from probscale_edge.probe import ProbeConfig, features_key, probe_layers
+from probscale_edge.probe import ProbeSettings as ProbeConfig, features_key, probe_layers
 
 
 def test_repeat_probe_reads_features_from_the_cache(tiny_bert, toy_csv, tmp_path):

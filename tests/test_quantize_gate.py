@@ -49,8 +49,8 @@ def test_gate_falls_back_from_a_bad_setting_and_records_it(tiny_bert, tmp_path):
     def evaluate(p):
         return float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean())
 
-    bad = QuantizeConfig(target="x86_64", per_channel=False, max_accuracy_drop=1.0)
-    rec = quantize_with_gate(path, tmp_path / "q.onnx", bad, evaluate, fp32_accuracy=1.0)
+    bad = QuantizeConfig(per_channel=False, max_accuracy_drop=1.0)
+    rec = quantize_with_gate(path, tmp_path / "q.onnx", bad, evaluate, fp32_accuracy=1.0, target="x86_64")
     first, *rest = rec["attempts"]
     assert first["setting"] == "preset" and first["params"]["per_channel"] is False
     assert first["pass"] is False and first["drop_points"] > 1.0  # the bad setting really loses accuracy
@@ -75,7 +75,7 @@ def test_impossible_gate_ships_fp32(tiny_bert, tmp_path):
 def test_good_setting_passes_first_time(tiny_bert, tmp_path):
     path, tok = _fp32_model(tiny_bert, tmp_path, outlier=False)
     ref = onnx_logits(path, tok, TEXTS).argmax(-1)
-    rec = quantize_with_gate(path, tmp_path / "q.onnx", QuantizeConfig(target="arm64", max_accuracy_drop=5.0),
+    rec = quantize_with_gate(path, tmp_path / "q.onnx", QuantizeConfig(max_accuracy_drop=5.0),
                              lambda p: float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean()), 1.0)
     assert rec["precision"] == "int8" and rec["chosen"] == "preset"
     assert (tmp_path / "q.onnx").stat().st_size < path.stat().st_size
@@ -102,7 +102,7 @@ def test_static_qdq_is_calibrated_gated_and_recorded(tiny_bert, tmp_path):
     def evaluate(p):
         return float((onnx_logits(p, tok, TEXTS).argmax(-1) == ref).mean())
 
-    rec = quantize_with_gate(path, tmp_path / "q.onnx", QuantizeConfig(mode="static", max_accuracy_drop=5.0),
+    rec = quantize_with_gate(path, tmp_path / "q.onnx", QuantizeConfig(quant_mode="static", max_accuracy_drop=5.0),
                              evaluate, 1.0, calibration=calibration)
     first = rec["attempts"][0]
     assert rec["mode"] == "static" and first["setting"] == "static QDQ"
@@ -112,4 +112,4 @@ def test_static_qdq_is_calibrated_gated_and_recorded(tiny_bert, tmp_path):
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert rec["precision"] == "int8" and evaluate(tmp_path / "q.onnx") >= 0.95
     with pytest.raises(ProbscaleError, match="calibration"):
-        quantize_with_gate(path, tmp_path / "q2.onnx", QuantizeConfig(mode="static"), evaluate, 1.0)
+        quantize_with_gate(path, tmp_path / "q2.onnx", QuantizeConfig(quant_mode="static"), evaluate, 1.0)

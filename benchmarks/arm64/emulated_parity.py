@@ -28,7 +28,7 @@ def main(argv):
     t0 = time.time()
     paths = ensure_arm64_env()
     setup_s = time.time() - t0
-    texts = load_task("rotten_tomatoes", max_train=1).eval.texts[:n]
+    texts = load_task("rotten_tomatoes", max_train=2).eval.texts[:n]
     t = time.time()
     try:
         import onnx  # noqa: F401  (the exact-int32 x86 reference needs it)

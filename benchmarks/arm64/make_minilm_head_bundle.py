@@ -23,7 +23,7 @@ def main(argv):
     from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
     from probscale_edge.data import load_task
     from probscale_edge.modeling import EncoderClassifier, load_encoder, tokenize
-    from probscale_edge.runtime.bundle import file_entries
+    from probscale_edge.runtime.bundle import write_manifest
 
     out = Path(argv[0])
     n_train = int(argv[1]) if len(argv) > 1 else 1000
@@ -63,16 +63,14 @@ def main(argv):
         shutil.copyfile(work / "tok" / f if (work / "tok" / f).exists() else src / f, stage / f)
     labels = task.label_names
     (stage / "labels.json").write_text(json.dumps(labels))
-    manifest = {"format_version": 1, "created_by": "benchmarks/arm64/make_minilm_head_bundle.py", "target": "arm64",
+    write_manifest(stage, {"created_by": "benchmarks/arm64/make_minilm_head_bundle.py", "target": "arm64",
                 "labels": labels,
                 "model": {"file": "model.onnx", "format": "onnx", "precision": "int8", "inputs": rep["inputs"],
                           "outputs": ["logits"], "pooling": "mean"},
                 "tokenizer": {"file": "tokenizer.json", "vocab_file": "vocab.txt", "max_length": 128,
                               "pad_id": int(tok.pad_token_id or 0)},
                 "task": task.summary(),
-                "quantization": {"precision": "int8", "target": "arm64", "params": dict(PRESETS["arm64"])},
-                "files": file_entries(stage, [p.name for p in stage.iterdir()])}
-    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+                "quantization": {"precision": "int8", "target": "arm64", "params": dict(PRESETS["arm64"])}})
     if out.exists():
         shutil.rmtree(out)
     os.replace(stage, out)

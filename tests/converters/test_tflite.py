@@ -172,7 +172,7 @@ def test_dynamic_int8_smaller_and_close(converted, tiny_cls):
 @pytest.mark.parametrize("which", ["fp32", "int8"])
 def test_predictor_litert_backend_matches_interpreter(converted, tiny_cls, tmp_path, which):
     """A bundle holding the .tflite, loaded by the runtime Predictor (LiteRT backend)."""
-    from probscale_edge.runtime.bundle import file_entries
+    from probscale_edge.runtime.bundle import write_manifest
     from probscale_edge.runtime.predictor import Predictor
 
     fp32, int8, report, _ = converted
@@ -181,12 +181,10 @@ def test_predictor_litert_backend_matches_interpreter(converted, tiny_cls, tmp_p
     bundle.mkdir()
     (bundle / "model.tflite").write_bytes(src.read_bytes())
     (bundle / "tokenizer.json").write_bytes((tiny_cls / "tokenizer.json").read_bytes())
-    manifest = {"format_version": 1, "labels": ["a", "b", "c"],
-                "model": {"file": "model.tflite", "format": "tflite", "precision": which, "inputs": report["inputs"],
-                          "outputs": ["logits"], "fixed_sequence_length": SEQ},
-                "tokenizer": {"file": "tokenizer.json", "max_length": SEQ, "pad_id": 0}}
-    manifest["files"] = file_entries(bundle, ["model.tflite", "tokenizer.json"])
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(bundle, {"labels": ["a", "b", "c"],
+                            "model": {"file": "model.tflite", "format": "tflite", "precision": which,
+                                      "inputs": report["inputs"], "outputs": ["logits"], "fixed_sequence_length": SEQ},
+                            "tokenizer": {"file": "tokenizer.json", "max_length": SEQ, "pad_id": 0}})
     pred = Predictor(bundle, threads=1)
     assert pred.backend_name == "litert"
     got = pred.logits(TEXTS, batch_size=3)
@@ -207,13 +205,12 @@ def test_build_ships_a_gated_tflite_model(tiny_bert, toy_csv, tmp_path):
     _converter_python()  # skips without the converter toolchain
     from probscale_edge.data import load_task
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-    from probscale_edge.recover import RecoverConfig
     from probscale_edge.runtime.bundle import verify_bundle
     from probscale_edge.runtime.predictor import Predictor
 
     out = tmp_path / "bundle"
-    m = build(BuildConfig(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
-                          budget=0.5, recover=RecoverConfig(epochs=2, lr=1e-3, student_lr=1e-3), use_cache=False,
+    m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
+                          budget=0.5, epochs=2, lr=1e-3, student_lr=1e-3, use_cache=False,
                           latency_runs=5, tflite=True))
     t = m["tflite"]
     assert t["included"], t

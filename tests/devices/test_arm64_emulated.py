@@ -39,7 +39,7 @@ def arm64_bundle(request):
 def eval_texts():
     from probscale_edge.data import load_task
 
-    texts = load_task("rotten_tomatoes", max_train=1).eval.texts
+    texts = load_task("rotten_tomatoes", max_train=2).eval.texts
     assert len(texts) >= N_EXAMPLES
     return list(texts[:N_EXAMPLES])
 

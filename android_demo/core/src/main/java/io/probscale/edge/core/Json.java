@@ -15,15 +15,27 @@ import java.util.Map;
  */
 public final class Json {
     private final String s;
+    private final int maxDepth;
+    private final boolean rejectDuplicates;
     private int i;
 
-    private Json(String s) {
+    private Json(String s, int maxDepth, boolean rejectDuplicates) {
         this.s = s;
+        this.maxDepth = maxDepth;
+        this.rejectDuplicates = rejectDuplicates;
     }
 
     /** Parses a complete JSON document; throws {@link IllegalArgumentException} on malformed input. */
     public static Object parse(String text) {
-        Json p = new Json(text);
+        return parse(text, 512, false);
+    }
+
+    /**
+     * Parses a complete JSON document with at most {@code maxDepth} levels of nesting; with
+     * {@code rejectDuplicates}, an object with a repeated key is malformed (manifests: one meaning only).
+     */
+    public static Object parse(String text, int maxDepth, boolean rejectDuplicates) {
+        Json p = new Json(text, maxDepth, rejectDuplicates);
         p.ws();
         Object v = p.value(0);
         p.ws();
@@ -49,8 +61,8 @@ public final class Json {
     }
 
     private Object value(int depth) {
-        if (depth > 512) {
-            throw error("nesting too deep");
+        if (depth > maxDepth) {
+            throw error("nesting deeper than " + maxDepth + " levels");
         }
         if (i >= s.length()) {
             throw error("unexpected end of input");
@@ -107,6 +119,9 @@ public final class Json {
             }
             i++;
             ws();
+            if (rejectDuplicates && m.containsKey(k)) {
+                throw error("duplicate key '" + k + "'");
+            }
             m.put(k, value(depth + 1));
             ws();
             if (i >= s.length()) {

@@ -36,6 +36,16 @@ public class BundleVerifierTest {
         return BundleVerifier.sha256(new java.io.FileInputStream(f));
     }
 
+    /** Writes manifest.json and its digest manifest.sha256 (what runtime.bundle.write_manifest does). */
+    static void writeManifest(File d, String text) throws IOException {
+        write(new File(d, "manifest.json"), text);
+        write(new File(d, "manifest.sha256"), sha(new File(d, "manifest.json")) + "  manifest.json\n");
+    }
+
+    static String manifest(File d) throws IOException {
+        return TokenizerVectorsTest.read(new File(d, "manifest.json"));
+    }
+
     /** A small bundle folder with a manifest whose checksums are right. */
     File bundle(String extraManifest) throws IOException {
         File d = tmp.newFolder();
@@ -50,7 +60,7 @@ public class BundleVerifierTest {
             }
             files.append('"').append(n).append("\": {\"sha256\": \"").append(sha(f)).append("\", \"bytes\": ").append(f.length()).append('}');
         }
-        write(new File(d, "manifest.json"), "{\"format_version\": 1, \"labels\": [\"negative\", \"positive\"],"
+        writeManifest(d, "{\"format_version\": 1, \"labels\": [\"negative\", \"positive\"],"
                 + " \"model\": {\"file\": \"model.onnx\", \"format\": \"onnx\", \"precision\": \"int8\","
                 + " \"inputs\": [\"input_ids\", \"attention_mask\"], \"outputs\": [\"logits\"]},"
                 + " \"tokenizer\": {\"file\": \"tokenizer.json\", \"vocab_file\": \"vocab.txt\", \"max_length\": 16,"
@@ -135,8 +145,107 @@ public class BundleVerifierTest {
         expectRefusal(d5, "newer than this app supports");
         File d6 = bundle("");
         String m6 = TokenizerVectorsTest.read(new File(d6, "manifest.json")).replace("\"labels.json\"", "\"../labels.json\"");
-        write(new File(d6, "manifest.json"), m6);
+        writeManifest(d6, m6);
         expectRefusal(d6, "unsafe path");
+    }
+
+    @Test
+    public void redirectedModelFileIsRefused() throws Exception {
+        String[][] cases = {{"/tmp/elsewhere/other.onnx", "unsafe path"}, {"../../elsewhere/other.onnx", "unsafe path"},
+            {"other.onnx", "is not one of the bundle's checksummed files"}};
+        for (String[] c : cases) {
+            File d = bundle("");
+            writeManifest(d, manifest(d).replace("\"file\": \"model.onnx\"", "\"file\": \"" + c[0] + "\""));
+            expectRefusal(d, c[1]);
+        }
+    }
+
+    @Test
+    public void labelsThatDisagreeWithLabelsJsonAreRefused() throws Exception {
+        File d = bundle("");
+        writeManifest(d, manifest(d).replace("\"labels\": [\"negative\", \"positive\"]", "\"labels\": [\"positive\", \"negative\"]"));
+        expectRefusal(d, "labels.json and manifest.json disagree");
+    }
+
+    @Test
+    public void manifestDigestMismatchIsRefused() throws Exception {
+        File d = bundle("");
+        // the labels reversed without recording the new digest
+        write(new File(d, "manifest.json"), manifest(d).replace("[\"negative\", \"positive\"],", "[\"positive\", \"negative\"],"));
+        expectRefusal(d, "manifest.json does not match its checksum in manifest.sha256");
+        File d2 = bundle("");
+        write(new File(d2, "manifest.json"), manifest(d2) + " ");
+        expectRefusal(d2, "manifest.json does not match its checksum in manifest.sha256");
+        File d3 = bundle("");
+        assertTrue(new File(d3, "manifest.sha256").delete());
+        expectRefusal(d3, "has no manifest.sha256");
+        File d4 = bundle("");
+        write(new File(d4, "manifest.sha256"), "not a digest");
+        expectRefusal(d4, "is not one line");
+    }
+
+    @Test
+    public void malformedManifestsAreRefused() throws Exception {
+        String[][] cases = {
+            {"\"max_length\": 16", "\"max_length\": 100000", "tokenizer.max_length is 100000"},
+            {"\"max_length\": 16", "\"max_length\": \"16\"", "tokenizer.max_length"},
+            {"\"labels\": [\"negative\", \"positive\"]", "\"labels\": []", "lists no labels"},
+            {"\"labels\": [\"negative\", \"positive\"]", "\"labels\": [0, 1]", "not a list of strings"},
+            {"\"labels\": [\"negative\", \"positive\"]", "\"labels\": [\"a\", \"a\"]", "not unique"},
+            {"\"format_version\": 1,", "\"format_version\": 1, \"format_version\": 1,", "duplicate key"},
+            {"\"format_version\": 1,", "\"x\": " + repeat("[", 80) + repeat("]", 80) + ", \"format_version\": 1,", "nesting deeper"},
+        };
+        for (String[] c : cases) {
+            File d = bundle("");
+            writeManifest(d, manifest(d).replace(c[0], c[1]));
+            expectRefusal(d, c[2]);
+        }
+        File d = bundle("");
+        String m = manifest(d);
+        writeManifest(d, m.substring(0, m.indexOf(", \"files\": {")) + ", \"files\": [\"model.onnx\"]}");
+        expectRefusal(d, "files is not an object");
+        File d2 = bundle("");
+        writeManifest(d2, "[1, 2]");
+        expectRefusal(d2, "not a JSON object");
+    }
+
+    @Test
+    public void linksAndSpecialFilesAreRefused() throws Exception {
+        File outside = tmp.newFile("outside.txt");
+        File d = bundle("");
+        java.nio.file.Files.createSymbolicLink(new File(d, "notes.txt").toPath(), outside.toPath());
+        expectRefusal(d, "notes.txt is a symbolic link");
+        File d2 = bundle("");
+        File real = tmp.newFile("model-copy.onnx");
+        java.nio.file.Files.copy(new File(d2, "model.onnx").toPath(), real.toPath(), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        assertTrue(new File(d2, "model.onnx").delete());
+        java.nio.file.Files.createSymbolicLink(new File(d2, "model.onnx").toPath(), real.toPath()); // same bytes
+        expectRefusal(d2, "model.onnx is a symbolic link");
+        File d3 = bundle("");
+        java.nio.file.Files.createSymbolicLink(new File(d3, "data").toPath(), tmp.newFolder().toPath());
+        expectRefusal(d3, "data is a symbolic link");
+        File d4 = bundle("");
+        Process p = new ProcessBuilder("mkfifo", new File(d4, "pipe").getPath()).start();
+        if (p.waitFor() == 0) {
+            expectRefusal(d4, "pipe is not a regular file");
+        }
+    }
+
+    @Test
+    public void theSignatureIsTheOneAllowedExtraFile() throws Exception {
+        File d = bundle("");
+        write(new File(d, "bundle.sig"), "{}");
+        BundleVerifier.verify(new FileBundleSource(d), false);
+        write(new File(d, "bundle.sig.bak"), "{}");
+        expectRefusal(d, "not in its manifest: bundle.sig.bak");
+    }
+
+    static String repeat(String s, int n) {
+        StringBuilder b = new StringBuilder();
+        for (int k = 0; k < n; k++) {
+            b.append(s);
+        }
+        return b.toString();
     }
 
     private static void expectRefusal(File d, String why) {

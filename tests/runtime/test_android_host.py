@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-DEMO = Path(__file__).resolve().parents[1] / "android_demo"
+DEMO = Path(__file__).resolve().parents[2] / "android_demo"
 
 
 @pytest.mark.skipif(shutil.which("javac") is None or shutil.which("java") is None, reason="needs a JDK (javac, java)")

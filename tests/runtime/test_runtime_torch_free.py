@@ -37,7 +37,6 @@ def test_no_torch_no_transformers_in_slim_env(slim_env):
 def test_runtime_predicts_without_torch(slim_env, tmp_path):
     # a bundle from the tiny pipeline (built here, on the build side)
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
-    from probscale_edge.recover import RecoverConfig
     from probscale_edge.runtime import Predictor
 
     import helpers
@@ -46,8 +45,8 @@ def test_runtime_predicts_without_torch(slim_env, tmp_path):
     rows = [(f"{'good' if i % 2 else 'bad'} movie number {i}", str(i % 2)) for i in range(80)]
     data = helpers.write_csv(tmp_path / "d.csv", rows)
     out = tmp_path / "bundle"
-    build(BuildConfig(model=str(tiny), tasks=[TaskSpec(str(data))], output=str(out), budget=0.5, target="x86_64",
-                      recover=RecoverConfig(epochs=1), use_cache=False, latency_runs=3), log=lambda *_: None)
+    build(BuildConfig.create(model=str(tiny), tasks=[TaskSpec(str(data))], output=str(out), budget=0.5, target="x86_64",
+                      epochs=1, use_cache=False, latency_runs=3), log=lambda *_: None)
     texts = ["good movie", "bad movie", "", "ünïcödé 中文 😀 " * 40]
     expected = Predictor(out).logits(texts)
     script = tmp_path / "slim.py"
