@@ -187,7 +187,7 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def file_lock(path: Path):
     """An exclusive advisory lock on ``path`` (created if needed) for the duration of the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
@@ -268,7 +268,7 @@ def fetch(name: str, log=None) -> Path:
     dest = cache_dir() / asset.kind / name
     if _verify_entry(dest, asset):
         return dest
-    with _locked(cache_dir() / "locks" / f"{name}.lock"):
+    with file_lock(cache_dir() / "locks" / f"{name}.lock"):
         if _verify_entry(dest, asset):
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)

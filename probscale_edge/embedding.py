@@ -70,7 +70,7 @@ def install(enc, rank: int) -> FactorizedEmbedding:
                              "build without --embedding-rank for this model")
     emb = a.word_embeddings(enc)
     new = FactorizedEmbedding(emb.weight.shape[0], rank, emb.weight.shape[1], emb.padding_idx)
-    a._set(enc, a.word_embeddings_path, new)
+    a.set_module(enc, a.word_embeddings_path, new)
     return new
 
 

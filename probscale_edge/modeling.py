@@ -392,13 +392,13 @@ def predict_logits(model, tokenizer, texts, pairs=None, batch_size=64, max_lengt
     def part(start, stop):
         sub_p = list(pairs[start:stop]) if pairs else None
         with dist.on_device(model):
-            return _predict_logits(model, tokenizer, list(texts[start:stop]), sub_p, batch_size, max_length, progress)
+            return predict_logits_local(model, tokenizer, list(texts[start:stop]), sub_p, batch_size, max_length, progress)
 
     return dist.sharded_map(len(texts), part)
 
 
 @torch.no_grad()
-def _predict_logits(model, tokenizer, texts, pairs, batch_size, max_length, progress):
+def predict_logits_local(model, tokenizer, texts, pairs, batch_size, max_length, progress):
     import numpy as np
 
     model.eval()

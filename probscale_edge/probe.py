@@ -184,12 +184,12 @@ def composed(model, keep_layers):
     old_n = getattr(enc.config, adapter.num_layers_key)
     import torch.nn as nn
 
-    adapter._set(enc, adapter.layers_path, nn.ModuleList([old[i] for i in keep_layers]))
+    adapter.set_module(enc, adapter.layers_path, nn.ModuleList([old[i] for i in keep_layers]))
     setattr(enc.config, adapter.num_layers_key, len(keep_layers))
     try:
         yield model
     finally:
-        adapter._set(enc, adapter.layers_path, old)
+        adapter.set_module(enc, adapter.layers_path, old)
         setattr(enc.config, adapter.num_layers_key, old_n)
 
 

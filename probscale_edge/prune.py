@@ -39,10 +39,10 @@ def prune_heads(encoder, adapter, layer, keep_heads: list[int]) -> None:
     hd = adapter.head_dim(encoder)
     idx = torch.tensor([h * hd + j for h in sorted(keep_heads) for j in range(hd)], dtype=torch.long)
     q, k, v, o = adapter.attention_linears(layer)
-    adapter._set(layer, adapter.q, _slice_linear(q, idx, 0))
-    adapter._set(layer, adapter.k, _slice_linear(k, idx, 0))
-    adapter._set(layer, adapter.v, _slice_linear(v, idx, 0))
-    adapter._set(layer, adapter.o, _slice_linear(o, idx, 1))
+    adapter.set_module(layer, adapter.q, _slice_linear(q, idx, 0))
+    adapter.set_module(layer, adapter.k, _slice_linear(k, idx, 0))
+    adapter.set_module(layer, adapter.v, _slice_linear(v, idx, 0))
+    adapter.set_module(layer, adapter.o, _slice_linear(o, idx, 1))
     adapter.set_heads(layer, len(keep_heads), hd)
     # shared-position-bias families (T5, MPNet): the layer records which source heads it kept
     adapter.on_heads_pruned(encoder, layer, sorted(keep_heads))
@@ -53,8 +53,8 @@ def prune_ffn(encoder, adapter, layer, keep: list[int]) -> None:
         raise ProbscaleError("a layer must keep at least one FFN neuron", "drop the whole layer instead")
     idx = torch.tensor(sorted(keep), dtype=torch.long)
     fi, fo = adapter.ffn_linears(layer)
-    adapter._set(layer, adapter.ffn_in, _slice_linear(fi, idx, 0))
-    adapter._set(layer, adapter.ffn_out, _slice_linear(fo, idx, 1))
+    adapter.set_module(layer, adapter.ffn_in, _slice_linear(fi, idx, 0))
+    adapter.set_module(layer, adapter.ffn_out, _slice_linear(fo, idx, 1))
 
 
 def resize_layer(encoder, adapter, layer, shape: dict) -> None:

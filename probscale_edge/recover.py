@@ -298,10 +298,10 @@ class _EarlyStopping:
     def score(self, step: int) -> bool:
         """Score the current weights; True when training should stop."""
         from probscale_edge import distributed as dist
-        from probscale_edge.modeling import _predict_logits
+        from probscale_edge.modeling import predict_logits_local
 
         # every rank scores the (identical) weights on the whole dev split, on the training device
-        z = _predict_logits(self.model, self.tokenizer, list(self.dev.texts),
+        z = predict_logits_local(self.model, self.tokenizer, list(self.dev.texts),
                             list(self.dev.pairs) if self.dev.pairs else None, 64, self.cfg.max_length, None)
         y = np.asarray(self.dev.labels)
         acc = float((z.argmax(-1) == y).mean())

@@ -135,66 +135,70 @@ def _layers_within_latency(table, max_ms: float, keep, report, log):
     return keep
 
 
-def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights=None, probe_cfg=None,
-                  log=None, budget: float | None = None, seed: int = 0) -> Selection:
-    log = log or (lambda *_: None)
-    costs = layer_costs(model)
-    budget = cfg.budget if budget is None else budget
+def layer_subsets(costs: list[int], weighted: list[float], cfg: SelectConfig, budget: float,
+                  seed: int = 0) -> list[tuple]:
+    """Pure data (no model): the layer subsets worth checking under ``budget``, best first.
+
+    ``costs``: parameters per layer; ``weighted``: the probe's task-weighted accuracy per hidden state (index 0
+    the embeddings). ``bottom``/``top``/``random`` give their one subset; ``probscale`` the maximal subsets
+    ranked by the sum of their layers' probe gains (the best ``max_candidates``), then bottom-k and top-k."""
     check_budget(budget, costs)
-    total = sum(costs)
-    limit = budget * total
-    n = len(costs)
-    acc = report.weighted  # index 0 = embeddings
-    g = gains(acc)
+    n, limit = len(costs), budget * sum(costs)
+    g = gains(weighted)
     k_max = max(k for k in range(1, n + 1) if sum(sorted(costs)[:k]) <= limit * (1 + 1e-9))
 
     def bottom():
         sub = []
         for i in range(n):
-            if _fits(sub + [i], costs, limit):
-                sub.append(i)
-            else:
+            if not _fits(sub + [i], costs, limit):
                 break
+            sub.append(i)
         return tuple(sub)
 
     def top():
-        order = sorted(range(n), key=lambda i: -acc[i + 1])
         sub = []
-        for i in order:
+        for i in sorted(range(n), key=lambda i: -weighted[i + 1]):
             if _fits(sub + [i], costs, limit):
                 sub.append(i)
         return tuple(sorted(sub))
 
-    candidates = []
     if cfg.strategy == "bottom":
-        chosen = bottom()
-    elif cfg.strategy == "top":
-        chosen = top()
-    elif cfg.strategy == "random":
-        subs = [s for s in _enumerate(costs, limit, cfg.max_enumerate) if len(s) == k_max]
-        chosen = random.Random(seed).choice(subs)
-    else:
-        subs = _enumerate(costs, limit, cfg.max_enumerate)
-        # only maximal subsets: a layer that still fits the budget is worth keeping
-        subs = [s for s in subs if not any(i not in s and _fits(s + (i,), costs, limit) for i in range(n))]
-        ranked = sorted(subs, key=lambda s: (-sum(g[i] for i in s), sum(costs[i] for i in s), s))
-        shortlist = []
-        for s in [*ranked[: cfg.max_candidates], bottom(), top()]:
-            if s not in shortlist:
-                shortlist.append(s)
-        if tokenizer is not None and tasks:
-            from probscale_edge.probe import ProbeSettings, probe_sample, probe_subnetwork
+        return [bottom()]
+    if cfg.strategy == "top":
+        return [top()]
+    if cfg.strategy == "random":
+        return [random.Random(seed).choice([s for s in _enumerate(costs, limit, cfg.max_enumerate) if len(s) == k_max])]
+    subs = _enumerate(costs, limit, cfg.max_enumerate)
+    # only maximal subsets: a layer that still fits the budget is worth keeping
+    subs = [s for s in subs if not any(i not in s and _fits(s + (i,), costs, limit) for i in range(n))]
+    ranked = sorted(subs, key=lambda s: (-sum(g[i] for i in s), sum(costs[i] for i in s), s))
+    shortlist = []
+    for s in [*ranked[: cfg.max_candidates], bottom(), top()]:
+        if s not in shortlist:
+            shortlist.append(s)
+    return shortlist
 
-            pcfg = probe_cfg or ProbeSettings()
-            samples = [probe_sample(t, pcfg) for t in tasks]
-            for s in shortlist:
-                sc = probe_subnetwork(model, tokenizer, tasks, weights, list(s), pcfg, samples=samples)
-                candidates.append({"layers": list(s), "additive": sum(g[i] for i in s), "composed": sc,
-                                   "non_embedding": sum(costs[i] for i in s)})
-                log(f"  candidate layers {list(s)}: composed probe {sc:.4f}")
-            best = max(candidates, key=lambda c: (c["composed"], -c["non_embedding"]))
-            chosen = tuple(best["layers"])
-        else:
-            chosen = ranked[0]
-    kept = sum(costs[i] for i in chosen)
+
+def select_layers(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights=None, probe_cfg=None,
+                  log=None, budget: float | None = None, seed: int = 0) -> Selection:
+    """The layer subset: :func:`layer_subsets`, and for ``probscale`` with task data, the shortlist checked by
+    probing each composed subnetwork (the best composed score wins; ties: fewer parameters)."""
+    log = log or (lambda *_: None)
+    costs = layer_costs(model)
+    budget = cfg.budget if budget is None else budget
+    shortlist = layer_subsets(costs, report.weighted, cfg, budget, seed)
+    chosen, candidates = shortlist[0], []
+    if cfg.strategy == "probscale" and tokenizer is not None and tasks:
+        from probscale_edge.probe import ProbeSettings, probe_sample, probe_subnetwork
+
+        g = gains(report.weighted)
+        pcfg = probe_cfg or ProbeSettings()
+        samples = [probe_sample(t, pcfg) for t in tasks]
+        for s in shortlist:
+            sc = probe_subnetwork(model, tokenizer, tasks, weights, list(s), pcfg, samples=samples)
+            candidates.append({"layers": list(s), "additive": sum(g[i] for i in s), "composed": sc,
+                               "non_embedding": sum(costs[i] for i in s)})
+            log(f"  candidate layers {list(s)}: composed probe {sc:.4f}")
+        chosen = tuple(max(candidates, key=lambda c: (c["composed"], -c["non_embedding"]))["layers"])
+    kept, total = sum(costs[i] for i in chosen), sum(costs)
     return Selection(SubnetworkSpec(list(chosen)), kept / total, kept, candidates, cfg.strategy, budget)

@@ -229,7 +229,7 @@ def unit_scores(model, tokenizer, sources, targets, max_examples: int = 256, bat
 
     for stack, path, kind in _UNITS:
         for li, blk in enumerate(getattr(model, stack).block):
-            handles.append(Adapter._get(blk, path).register_forward_pre_hook(hook((stack, li, kind))))
+            handles.append(Adapter.get_module(blk, path).register_forward_pre_hook(hook((stack, li, kind))))
     was_training = model.training
     model.eval()
     try:

@@ -89,7 +89,7 @@ def trim_vocabulary(model, tokenizer, texts, pairs=None, min_count: int = 1, max
                            emb.padding_idx is not None else None)
     with torch.no_grad():
         new_emb.weight.copy_(emb.weight.index_select(0, idx))
-    model.adapter._set(model.encoder, model.adapter.word_embeddings_path, new_emb)
+    model.adapter.set_module(model.encoder, model.adapter.word_embeddings_path, new_emb)
     cfg = model.encoder.config
     cfg.vocab_size = len(keep)
     for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id"):

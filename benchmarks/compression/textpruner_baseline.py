@@ -184,7 +184,7 @@ def _check_consistent(model) -> None:
     for i, layer in enumerate(adapter.layers(enc)):
         q, k, v, o = adapter.attention_linears(layer)
         fi, fo = adapter.ffn_linears(layer)
-        attn = adapter._get(layer, adapter.attn_module)
+        attn = adapter.get_module(layer, adapter.attn_module)
         heads = q.out_features // hd
         ok = (q.out_features == k.out_features == v.out_features == o.in_features == heads * hd
               and getattr(attn, "num_attention_heads", heads) == heads

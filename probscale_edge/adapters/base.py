@@ -67,29 +67,29 @@ class Adapter:
 
     # ------------------------------------------------------------------ navigation
     @staticmethod
-    def _get(obj, path: str):
+    def get_module(obj, path: str):
         for part in path.split("."):
             obj = getattr(obj, part)
         return obj
 
     @staticmethod
-    def _set(obj, path: str, value):
+    def set_module(obj, path: str, value):
         parts = path.split(".")
         for part in parts[:-1]:
             obj = getattr(obj, part)
         setattr(obj, parts[-1], value)
 
     def layers(self, encoder):
-        return self._get(encoder, self.layers_path)
+        return self.get_module(encoder, self.layers_path)
 
     def num_layers(self, encoder) -> int:
         return len(self.layers(encoder))
 
     def embeddings(self, encoder):
-        return self._get(encoder, self.embeddings_path)
+        return self.get_module(encoder, self.embeddings_path)
 
     def word_embeddings(self, encoder):
-        return self._get(encoder, self.word_embeddings_path)
+        return self.get_module(encoder, self.word_embeddings_path)
 
     def input_names(self) -> list[str]:
         return ["input_ids", "attention_mask"] + (["token_type_ids"] if self.uses_token_type_ids else [])
@@ -103,7 +103,7 @@ class Adapter:
         if not keep:
             raise ProbscaleError("a subnetwork needs at least one layer", "raise --budget")
         new = nn.ModuleList([old[i] for i in keep])
-        self._set(encoder, self.layers_path, new)
+        self.set_module(encoder, self.layers_path, new)
         setattr(encoder.config, self.num_layers_key, len(keep))
         self._renumber(encoder)
 
@@ -119,14 +119,14 @@ class Adapter:
 
     # roles for head/FFN surgery (used by prune.py)
     def attention_linears(self, layer):
-        g = self._get
+        g = self.get_module
         return g(layer, self.q), g(layer, self.k), g(layer, self.v), g(layer, self.o)
 
     def ffn_linears(self, layer):
-        return self._get(layer, self.ffn_in), self._get(layer, self.ffn_out)
+        return self.get_module(layer, self.ffn_in), self.get_module(layer, self.ffn_out)
 
     def set_heads(self, layer, num_heads: int, head_dim: int) -> None:
-        attn = self._get(layer, self.attn_module)
+        attn = self.get_module(layer, self.attn_module)
         attn.num_attention_heads = num_heads
         attn.all_head_size = num_heads * head_dim
         if hasattr(attn, "attention_head_size"):
@@ -151,7 +151,7 @@ class Adapter:
     # ------------------------------------------------------------------ shared position bias
     def kept_head_ids(self, layer):
         """Source indices of the heads a layer kept (None: all heads, unmapped)."""
-        ids = getattr(self._get(layer, self.attn_module), HEAD_IDS, None)
+        ids = getattr(self.get_module(layer, self.attn_module), HEAD_IDS, None)
         return None if ids is None else [int(i) for i in ids.tolist()]
 
     def on_heads_pruned(self, encoder, layer, keep: list[int]) -> None:
@@ -160,7 +160,7 @@ class Adapter:
             return
         import torch
 
-        attn = self._get(layer, self.attn_module)
+        attn = self.get_module(layer, self.attn_module)
         prev = self.kept_head_ids(layer)
         ids = [prev[i] for i in keep] if prev is not None else list(keep)
         if prev is None and ids == list(range(getattr(encoder.config, self.heads_key))):

@@ -21,7 +21,7 @@ class DistilBertAdapter(Adapter):
     ffn_out = "ffn.lin2"
 
     def set_heads(self, layer, num_heads, head_dim):
-        attn = self._get(layer, self.attn_module)
+        attn = self.get_module(layer, self.attn_module)
         attn.n_heads = num_heads
         if hasattr(attn, "dim"):
             attn.dim = num_heads * head_dim

@@ -97,7 +97,7 @@ class T5EncoderAdapter(Adapter):
         encoder.config.num_layers = len(keep)
 
     def set_heads(self, layer, num_heads, head_dim):
-        attn = self._get(layer, self.attn_module)
+        attn = self.get_module(layer, self.attn_module)
         attn.n_heads = num_heads
         attn.inner_dim = num_heads * head_dim
 
@@ -148,7 +148,7 @@ class T5CrossAttentionAdapter(T5DecoderAdapter):
     def own_zero_bias(self, model) -> None:
         """Every cross-attention makes its own zero bias (needed once blocks differ in cross-attention heads)."""
         for blk in self.layers(model):
-            attn = self._get(blk, self.attn_module)
+            attn = self.get_module(blk, self.attn_module)
             if not getattr(attn, "_probscale_own_bias", False):
                 attn.register_forward_pre_hook(_own_zero_bias, with_kwargs=True)
                 attn._probscale_own_bias = True

@@ -76,9 +76,9 @@ def _root(cache_dir=None) -> Path:
 
 
 def _lock(path: Path):
-    from probscale_edge.assets import _locked  # one file-lock helper for every cache writer
+    from probscale_edge.assets import file_lock  # one file-lock helper for every cache writer
 
-    return _locked(path)
+    return file_lock(path)
 
 
 def _run(cmd, log=None, what="", fix="", **kw) -> subprocess.CompletedProcess:

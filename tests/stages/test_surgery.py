@@ -126,7 +126,7 @@ def test_shared_bias_head_pruning_equals_zeroed_heads(model_type, tmp_path):
     # keeping the first heads instead of the right ones gives other outputs (the check has teeth)
     wrong = apply_spec(model, SubnetworkSpec(keep_layers=[0, 1, 2, 3], heads=heads)).eval()
     for li, keep in heads.items():
-        attn = a._get(a.layers(wrong.encoder)[int(li)], a.attn_module)
+        attn = a.get_module(a.layers(wrong.encoder)[int(li)], a.attn_module)
         attn.probscale_head_ids.copy_(torch.arange(len(keep)))
     assert (_logits(wrong, ids, mask) - want).abs().max().item() > 1e-3
 
