@@ -137,16 +137,9 @@ def unit_importance(model, tokenizer, tasks, weights, cfg: ImportanceConfig | No
 
 
 def unit_costs(model) -> dict:
-    """Parameters removed with one head / one FFN neuron (weights and biases of the four / two linears)."""
+    """Parameters removed with one head / one FFN neuron (the family's adapter knows its projections)."""
     a = model.adapter
-    layer = a.layers(model.encoder)[0]
-    q, k, v, o = a.attention_linears(layer)
-    hd = a.head_dim(model.encoder)
-    hidden = q.in_features
-    head = 3 * (hidden * hd + (hd if q.bias is not None else 0)) + hidden * hd
-    fi, fo = a.ffn_linears(layer)
-    neuron = hidden + (1 if fi.bias is not None else 0) + fo.out_features
-    return {"head": head, "neuron": neuron}
+    return a.unit_costs(model.encoder, a.layers(model.encoder)[0])
 
 
 def layer_costs_in(model, keep_layers, cost_model: dict | None = None) -> dict:

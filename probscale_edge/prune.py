@@ -17,7 +17,7 @@ from probscale_edge.specs import SubnetworkSpec
 __all__ = ["SubnetworkSpec", "apply_spec", "cut_units", "resize_layer"]
 
 
-def _slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
+def slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
     """A new Linear keeping ``idx`` along its output (dim=0) or input (dim=1) features."""
     w = lin.weight.detach().index_select(dim, idx).clone()
     b = None
@@ -38,11 +38,7 @@ def prune_heads(encoder, adapter, layer, keep_heads: list[int]) -> None:
                              "prune whole layers and FFN neurons for this family")
     hd = adapter.head_dim(encoder)
     idx = torch.tensor([h * hd + j for h in sorted(keep_heads) for j in range(hd)], dtype=torch.long)
-    q, k, v, o = adapter.attention_linears(layer)
-    adapter.set_module(layer, adapter.q, _slice_linear(q, idx, 0))
-    adapter.set_module(layer, adapter.k, _slice_linear(k, idx, 0))
-    adapter.set_module(layer, adapter.v, _slice_linear(v, idx, 0))
-    adapter.set_module(layer, adapter.o, _slice_linear(o, idx, 1))
+    adapter.cut_heads(encoder, layer, idx)
     adapter.set_heads(layer, len(keep_heads), hd)
     # shared-position-bias families (T5, MPNet): the layer records which source heads it kept
     adapter.on_heads_pruned(encoder, layer, sorted(keep_heads))
@@ -51,10 +47,7 @@ def prune_heads(encoder, adapter, layer, keep_heads: list[int]) -> None:
 def prune_ffn(encoder, adapter, layer, keep: list[int]) -> None:
     if not keep:
         raise ProbscaleError("a layer must keep at least one FFN neuron", "drop the whole layer instead")
-    idx = torch.tensor(sorted(keep), dtype=torch.long)
-    fi, fo = adapter.ffn_linears(layer)
-    adapter.set_module(layer, adapter.ffn_in, _slice_linear(fi, idx, 0))
-    adapter.set_module(layer, adapter.ffn_out, _slice_linear(fo, idx, 1))
+    adapter.cut_ffn(encoder, layer, torch.tensor(sorted(keep), dtype=torch.long))
 
 
 def resize_layer(encoder, adapter, layer, shape: dict) -> None:

@@ -125,6 +125,40 @@ class Adapter:
     def ffn_linears(self, layer):
         return self.get_module(layer, self.ffn_in), self.get_module(layer, self.ffn_out)
 
+    def cut_heads(self, encoder, layer, idx) -> None:
+        """Keep the rows ``idx`` (a long tensor: the kept heads' dimensions) of the query, key and value
+        projections and the same columns of the output projection. Families with fused or extra
+        projections override this."""
+        from probscale_edge.prune import slice_linear
+
+        q, k, v, o = self.attention_linears(layer)
+        for path, lin in ((self.q, q), (self.k, k), (self.v, v)):
+            self.set_module(layer, path, slice_linear(lin, idx, 0))
+        self.set_module(layer, self.o, slice_linear(o, idx, 1))
+
+    def cut_ffn(self, encoder, layer, idx) -> None:
+        """Keep FFN neurons ``idx`` (a long tensor): rows of the input projection, columns of the output one.
+        Gated families (input and gate projections, or one fused projection of both) override this."""
+        from probscale_edge.prune import slice_linear
+
+        fi, fo = self.ffn_linears(layer)
+        self.set_module(layer, self.ffn_in, slice_linear(fi, idx, 0))
+        self.set_module(layer, self.ffn_out, slice_linear(fo, idx, 1))
+
+    def unit_costs(self, encoder, layer) -> dict:
+        """Parameters removed with one head / one FFN neuron of ``layer`` (weights and biases of the four / two
+        linears). Families with other projections (gated FFN: three) override this."""
+        q, k, v, o = self.attention_linears(layer)
+        hd = self.head_dim(encoder)
+        hidden = q.in_features
+        head = 3 * (hidden * hd + (hd if q.bias is not None else 0)) + hidden * hd
+        fi, fo = self.ffn_linears(layer)
+        return {"head": head, "neuron": hidden + (1 if fi.bias is not None else 0) + fo.out_features}
+
+    def ffn_width(self, layer) -> int:
+        """FFN neurons of ``layer`` (the output projection's input width: right for gated layouts too)."""
+        return self.ffn_linears(layer)[1].in_features
+
     def set_heads(self, layer, num_heads: int, head_dim: int) -> None:
         attn = self.get_module(layer, self.attn_module)
         attn.num_attention_heads = num_heads
@@ -141,8 +175,7 @@ class Adapter:
     def layer_shape(self, encoder, layer) -> dict:
         """{"heads", "ffn"} (+ "head_ids": source head indices, for a head-pruned shared-bias layer)."""
         q, _, _, _ = self.attention_linears(layer)
-        fi, _ = self.ffn_linears(layer)
-        shape = {"heads": q.out_features // self.head_dim(encoder), "ffn": fi.out_features}
+        shape = {"heads": q.out_features // self.head_dim(encoder), "ffn": self.ffn_width(layer)}
         ids = self.kept_head_ids(layer)
         if ids is not None:
             shape["head_ids"] = ids
