@@ -14,6 +14,9 @@ Cache tensors are ``[batch, heads, sequence, d_kv]``; the cross-attention keys/v
 first-step decoder and fed unchanged to every later step. Batch, encoder sequence, past length and the first-step
 decoder length (a forced prefix) are dynamic.
 
+Both T5 FFN layouts export as they are (v1.0 ``wi``/``wo`` and the gated v1.1 / Flan-T5 ``wi_0``/``wi_1``/``wo``, with
+its untied LM head and unscaled decoder output): the decoders run the model's own forward.
+
 The export needs only torch and transformers (Optimum's exporter pins an older transformers and assumes
 ``d_kv * num_heads == d_model``, which pruned models break). :class:`OrtSeq2Seq` needs only numpy and
 onnxruntime, so it runs in the torch-free runtime install.

@@ -93,8 +93,9 @@ class SourceConfig(Config):
 
     model: str = "all-MiniLM-L6-v2"  # built-in name, local Hugging Face folder, or hub id (online)
     pooling: str = "mean"  # how token states become one vector: mean | cls
-    max_length: int = 128  # tokens per input, everywhere (training, probes, export, runtime)
+    max_length: int = 128  # the most tokens per input, everywhere; lowered to what the model and tokenizer take
     allow_pickle: bool = False  # accept pytorch_model.bin (pickle can run code)
+    allow_unused_weights: bool = False  # build even if the checkpoint holds weights the architecture ignores
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():

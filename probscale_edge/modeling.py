@@ -107,8 +107,13 @@ def _check_config_shape(cfg, cfg_path: Path) -> None:
                              "restore config.json from the original model")
 
 
-def load_encoder(spec, allow_pickle: bool = False, log=None):
-    """Return (encoder, tokenizer, source_path) for a built-in name, a folder or a hub id."""
+def load_encoder(spec, allow_pickle: bool = False, log=None, allow_unused_weights: bool = False):
+    """Return (encoder, tokenizer, source_path) for a built-in name, a folder or a hub id.
+
+    The weights load in float32 whatever precision they are stored in (fp16 and bf16 checkpoints train
+    and export in float32; :func:`stored_dtype` says what the file held). Checkpoint weights the
+    architecture does not use are an error naming them (task heads excepted), unless
+    ``allow_unused_weights``."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     src = resolve_model(spec, log=log)
@@ -120,7 +125,7 @@ def load_encoder(spec, allow_pickle: bool = False, log=None):
         raise ProbscaleError(f"could not read the config of {src} ({type(e).__name__}: {str(e)[:120]})",
                              "check config.json, or pass a valid model folder")
     adapter = get_adapter(config.model_type)
-    kwargs = {"use_safetensors": None if allow_pickle else True}
+    kwargs = {"use_safetensors": None if allow_pickle else True, "dtype": torch.float32}
     try:
         if config.model_type == "t5":
             from transformers import T5EncoderModel
@@ -134,7 +139,7 @@ def load_encoder(spec, allow_pickle: bool = False, log=None):
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise ProbscaleError(f"could not load the weights of {src} ({type(e).__name__}: {msg})",
                              "the weight file is truncated, corrupt or does not match config.json; restore it")
-    _check_loaded_weights(encoder, src)
+    _check_loaded_weights(encoder, src, allow_unused_weights)
     check_finite_weights(encoder, src)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(src))
@@ -143,12 +148,51 @@ def load_encoder(spec, allow_pickle: bool = False, log=None):
                              "add tokenizer.json (or vocab files) to the model folder")
     check_tokenizer_fits(encoder, tokenizer, src)
     adapter.drop_pooler(encoder)
+    adapter.prepare_for_surgery(encoder)  # e.g. ALBERT: one copy of the shared layer per depth (same outputs)
     encoder.eval()
     return encoder, tokenizer, src
 
 
-def _check_loaded_weights(encoder, src):
-    """transformers silently random-inits missing weights; a pre-trained model must not have any."""
+# checkpoint keys a pre-trained encoder may carry that the encoder itself does not use: task and pre-training
+# heads (replaced by our task head), and buffers older transformers saved
+_HEAD_KEYS = ("cls.", "lm_head.", "classifier.", "pre_classifier.", "qa_outputs.", "pooler.", "generator_",
+              "discriminator_predictions.", "sop_classifier.", "predictions.", "mask_predictions.", "head.",
+              "decoder.", "shared.")
+_BUFFER_SUFFIXES = ("position_ids", "token_type_ids", "rotary_emb.inv_freq")
+
+
+def _unused_keys(keys: set, encoder) -> list[str]:
+    prefix = getattr(encoder, "base_model_prefix", "")
+    own = set(encoder.state_dict().keys())
+    out = []
+    for k in sorted(keys):
+        bare = k[len(prefix) + 1:] if prefix and k.startswith(prefix + ".") else k
+        if bare in own or k in own or bare.startswith(_HEAD_KEYS) or k.startswith(_HEAD_KEYS) \
+                or bare.endswith(_BUFFER_SUFFIXES):
+            continue
+        out.append(k)
+    return out
+
+
+def stored_dtype(src) -> str | None:
+    """The floating-point dtype the checkpoint's tensors are stored in (e.g. "float16"), or None."""
+    st = Path(str(src)) / "model.safetensors"
+    if not st.is_file():
+        return None
+    from safetensors import safe_open
+
+    names = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+    with safe_open(str(st), "pt") as f:
+        for k in f.keys():
+            d = f.get_slice(k).get_dtype()
+            if d in names:
+                return names[d]
+    return None
+
+
+def _check_loaded_weights(encoder, src, allow_unused: bool = False):
+    """transformers silently random-inits missing weights (a pre-trained model must not have any) and
+    silently drops weights it has no place for (the bundle would be built from another model)."""
     # compare the model's parameters with the checkpoint's keys (safetensors files)
     if isinstance(src, Path):
         st = src / "model.safetensors"
@@ -167,6 +211,13 @@ def _check_loaded_weights(encoder, src):
             if len(missing) > 0.5 * max(len(own), 1):
                 raise ProbscaleError(f"{st} does not contain this architecture's weights ({len(missing)} of {len(own)} missing)",
                                      "config.json and the weights disagree; use the matching pair")
+            unused = _unused_keys(keys, encoder)
+            if unused and not allow_unused:
+                raise ProbscaleError(f"{st} holds {len(unused)} weight(s) this architecture does not use "
+                                     f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''}): the bundle would be "
+                                     "built from a different model than the checkpoint",
+                                     "use a transformers version that implements them, or pass --allow-unused-weights "
+                                     "to build without them")
 
 
 def check_finite_weights(module, src="the model") -> None:
@@ -370,11 +421,27 @@ def load_classifier(folder) -> tuple[EncoderClassifier, object, dict]:
     if missing or unexpected:
         raise ProbscaleError(f"{folder} weights do not match its shapes (missing {missing[:3]}, unexpected {unexpected[:3]})",
                              "rebuild the model folder")
+    adapter.prepare_for_surgery(encoder)  # after the weights: a folder saved with shared layers loads as saved
     model = EncoderClassifier(encoder, len(meta["labels"]), pooling=meta["pooling"])
     model.classifier.load_state_dict(load_file(str(folder / "classifier.safetensors")))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return model, tokenizer, meta
+
+
+def length_limits(encoder, tokenizer, cap: int) -> dict:
+    """The longest input this model and tokenizer take, capped by ``cap``: {"cap", "model", "tokenizer", "used"}.
+    The model's limit is its position table (less the padding offset of RoBERTa-style positions); families
+    with relative positions only (T5) have none."""
+    c = encoder.config
+    model = getattr(c, "max_position_embeddings", None) if c.model_type != "t5" else None
+    if model is not None and c.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text",
+                                              "roberta-prelayernorm", "xlm-roberta-xl"):
+        model -= int(getattr(c, "pad_token_id", 1) or 0) + 1  # positions start after the padding index
+    tok = getattr(tokenizer, "model_max_length", None)
+    tok = int(tok) if isinstance(tok, (int, float)) and 0 < tok < 10**7 else None
+    used = min(x for x in (cap, model, tok) if x is not None)
+    return {"cap": cap, "model": model, "tokenizer": tok, "used": int(used)}
 
 
 def tokenize(tokenizer, texts, pairs=None, max_length=128):

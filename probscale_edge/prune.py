@@ -63,6 +63,7 @@ def resize_layer(encoder, adapter, layer, shape: dict) -> None:
         prune_heads(encoder, adapter, layer, [int(h) for h in keep])
     if shape["ffn"] != cur["ffn"]:
         prune_ffn(encoder, adapter, layer, list(range(shape["ffn"])))
+    adapter.restore_layer(encoder, layer, shape)  # family extras (ModernBERT: attention type, attention norm)
 
 
 def apply_spec(model, spec: SubnetworkSpec, inplace: bool = False):

@@ -97,7 +97,12 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
         target, cost_model = cfg.max_latency_ms - table.base_ms, table.cost_model()
     steps = f" in {cfg.prune_iterations} re-scored steps" if cfg.prune_iterations > 1 else ""
     log(f"  scoring heads and FFN neurons of layers {keep} (Fisher){steps} ...")
-    al = iterative_allocate(model, tokenizer, tasks, weights, keep, target, cfg.prune_iterations, log=log,
+    icfg = None
+    if probe_cfg is not None:  # score units at the build's input length and seed
+        from probscale_edge.importance import ImportanceConfig
+
+        icfg = ImportanceConfig(max_length=probe_cfg.max_length, seed=probe_cfg.seed)
+    al = iterative_allocate(model, tokenizer, tasks, weights, keep, target, cfg.prune_iterations, cfg=icfg, log=log,
                             cost_model=cost_model)
     spec = SubnetworkSpec(list(keep), al["heads"], al["ffn"])
     predicted = None

@@ -1,5 +1,7 @@
 """Surgery for T5 encoder-decoders (text-to-text): encoder and decoder blocks, self- and cross-attention
-heads, FFN neurons, each per layer; a folder format that saves and reloads the non-uniform shapes.
+heads, FFN neurons, each per layer; a folder format that saves and reloads the non-uniform shapes. Both FFN
+layouts: T5 v1.0 (``wi``, ``wo``) and the gated T5 v1.1 / Flan-T5 one (``wi_0``, ``wi_1``, ``wo``: neuron j is row j
+of both input projections and column j of ``wo``), usually with an untied LM head (counted as embedding).
 
 The spec is plain data, as for classifiers: the encoder part is a :class:`SubnetworkSpec` (indices into
 the source encoder), the decoder part is one too (its ``heads`` are the self-attention heads) plus
@@ -53,9 +55,6 @@ def _check_t5(model) -> None:
     if getattr(cfg, "model_type", None) != "t5" or not getattr(cfg, "is_encoder_decoder", False):
         raise ProbscaleError(f"encoder-decoder surgery supports T5ForConditionalGeneration, got {type(model).__name__}",
                              "load the model with T5ForConditionalGeneration (classifiers use prune.apply_spec)")
-    if getattr(cfg, "is_gated_act", False):
-        raise ProbscaleError("gated-FFN T5 (v1.1, Flan-T5: wi_0/wi_1) is not supported by the surgery yet",
-                             "use a T5 v1.0 checkpoint (e.g. t5-small/t5-base), or prune whole blocks only")
 
 
 def _check_layers(kind: str, keep, n: int) -> list[int]:
@@ -269,7 +268,9 @@ def select_seq2seq(model, scores: dict, budget: float, min_heads: int = 1, min_n
         raise ProbscaleError(f"budget {budget} is not a fraction in (0, 1]", "pass e.g. 0.25 to keep a quarter")
     shapes = layer_shapes(model)
     d, d_kv = model.config.d_model, model.config.d_kv
-    head_cost, neuron_cost = 4 * d * d_kv, 2 * d  # T5's projections have no biases
+    enc_a = _adapters()[0]
+    # T5's projections have no biases: a neuron is 2 x d_model (wi, wo), or 3 x d_model gated (wi_0, wi_1, wo)
+    head_cost, neuron_cost = 4 * d * d_kv, enc_a.unit_costs(model, enc_a.layers(model)[0])["neuron"]
     size = {(st, li, kind): (shapes[st][li]["cross_heads"] if kind == "cross" else shapes[st][li][kind])
             for st, li, kind in scores}
     att = sum(n * head_cost for (st, li, kind), n in size.items() if kind != "ffn")

@@ -20,7 +20,7 @@ def supported_model_types() -> list[str]:
 
 
 def _load_all():
-    from probscale_edge.adapters import bert, distilbert, mpnet, t5  # noqa: F401
+    from probscale_edge.adapters import albert, bert, deberta, distilbert, modernbert, mpnet, t5  # noqa: F401
 
 
 def get_adapter(model_type: str) -> "Adapter":
@@ -117,6 +117,11 @@ class Adapter:
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None
 
+    def prepare_for_surgery(self, encoder) -> None:
+        """Called on every encoder ``modeling.load_encoder`` loads (and ``load_classifier`` reloads), before
+        anything counts or cuts its layers. Families whose depths share weights (ALBERT) give each depth its
+        own copy here; the outputs must not change. Default: nothing."""
+
     # roles for head/FFN surgery (used by prune.py)
     def attention_linears(self, layer):
         g = self.get_module
@@ -180,6 +185,11 @@ class Adapter:
         if ids is not None:
             shape["head_ids"] = ids
         return shape
+
+    def restore_layer(self, encoder, layer, shape: dict) -> None:
+        """Re-apply what a saved layer shape records beyond heads and FFN width (e.g. ModernBERT: a layer's
+        attention type and attention norm) to a freshly built layer; called by ``prune.resize_layer`` on
+        reload, after heads and FFN are resized. Default: nothing (heads and FFN are all there is)."""
 
     # ------------------------------------------------------------------ shared position bias
     def kept_head_ids(self, layer):

@@ -81,6 +81,45 @@ class T5EncoderAdapter(Adapter):
     def head_dim(self, encoder):
         return encoder.config.d_kv
 
+    # ------------------------------------------------------------------ gated FFN (T5 v1.1, Flan-T5)
+    # ``T5DenseGatedActDense``: act(wi_0 x) * wi_1 x -> wo. Neuron j is row j of wi_0 and of wi_1 and column j
+    # of wo. A block is gated when its DenseReluDense has wi_0; otherwise (T5 v1.0, wi) the base methods apply.
+    def _dense(self, layer):
+        return self.get_module(layer, self.ffn_out.rsplit(".", 1)[0])
+
+    def _gated(self, layer) -> bool:
+        return hasattr(self._dense(layer), "wi_0")
+
+    def ffn_linears(self, layer):
+        """(input, output) projections; for a gated block (wi_0, wo) (wi_1 has the shape of wi_0)."""
+        if not self._gated(layer):
+            return super().ffn_linears(layer)
+        dense = self._dense(layer)
+        return dense.wi_0, dense.wo
+
+    def cut_ffn(self, encoder, layer, idx):
+        if not self._gated(layer):
+            return super().cut_ffn(encoder, layer, idx)
+        from probscale_edge.prune import slice_linear
+
+        dense = self._dense(layer)
+        dense.wi_0 = slice_linear(dense.wi_0, idx, 0)
+        dense.wi_1 = slice_linear(dense.wi_1, idx, 0)
+        dense.wo = slice_linear(dense.wo, idx, 1)
+
+    def ffn_width(self, layer):
+        if not self._gated(layer):
+            return super().ffn_width(layer)
+        return self._dense(layer).wo.in_features
+
+    def unit_costs(self, encoder, layer):
+        costs = super().unit_costs(encoder, layer)
+        if self._gated(layer):
+            dense = self._dense(layer)
+            costs["neuron"] = sum(dense.wi_0.in_features + (1 if lin.bias is not None else 0)
+                                  for lin in (dense.wi_0, dense.wi_1)) + dense.wo.out_features
+        return costs
+
     def keep_layers(self, encoder, keep):
         blocks = self.layers(encoder)
         bias = blocks[0].layer[0].SelfAttention.relative_attention_bias

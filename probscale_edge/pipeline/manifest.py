@@ -72,7 +72,9 @@ def manifest(run: Run, t: Teacher, sel: Selection, s: Student, x: Exported, q: d
         "created_by": "probscale-edge",
         "created_unix": int(time.time()),
         "source_model": {"name": str(cfg.source.model), "path": str(run.src),
-                         "model_type": t.model.encoder.config.model_type},
+                         "model_type": t.model.encoder.config.model_type,
+                         "stored_dtype": (run.lengths or {}).get("stored_dtype"), "trained_dtype": "float32",
+                         "max_length": {k: v for k, v in (run.lengths or {}).items() if k != "stored_dtype"}},
         "task": run.task.summary(),
         "target": cfg.target,
         "labels": run.task.label_names,
@@ -129,7 +131,7 @@ def latency_lines(run: Run, t: Teacher, stage: Path, sel: Selection) -> dict:
 
     cfg, runs = run.cfg, run.cfg.bundle.latency_runs
     run.log("measuring latency (batch 1) ...")
-    full_ms = torch_latency_ms(t.model, t.tokenizer, DEFAULT_TEXT, runs=runs)
+    full_ms = torch_latency_ms(t.model, t.tokenizer, DEFAULT_TEXT, runs=runs, max_length=run.max_length)
     b = bench_bundle(stage, BenchConfig(warmup_runs=5, num_runs=runs), public_key=False)  # not signed yet
     out = {"latency": {"text": DEFAULT_TEXT, "full_torch_fp32_p50_ms": full_ms, "bundle_p50_ms": b["latency"]["p50_ms"],
                        "threads": "default", "note": "measured on the build machine, batch 1"}}
@@ -156,13 +158,13 @@ def latency_lines(run: Run, t: Teacher, stage: Path, sel: Selection) -> dict:
     return out
 
 
-def torch_latency_ms(model, tokenizer, text, runs=50, warmup=5) -> float:
+def torch_latency_ms(model, tokenizer, text, runs=50, warmup=5, max_length: int = 128) -> float:
     import numpy as np
     import torch
 
     from probscale_edge.modeling import tokenize
 
-    enc = tokenize(tokenizer, [text], None, 128)
+    enc = tokenize(tokenizer, [text], None, max_length)
     args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
     ts = []
     with torch.no_grad():

@@ -62,6 +62,7 @@ class Run:
     tasks: list = field(default_factory=list)
     stages: dict = field(default_factory=dict)
     t_start: float = field(default_factory=time.time)
+    lengths: dict | None = None  # the teacher stage's decision: {"cap", "model", "tokenizer", "used"}
 
     @property
     def task(self):
@@ -73,7 +74,8 @@ class Run:
 
     @property
     def max_length(self) -> int:
-        return self.cfg.source.max_length
+        """Tokens per input: the cap, lowered to what the model and tokenizer take (decided by the teacher stage)."""
+        return self.lengths["used"] if self.lengths else self.cfg.source.max_length
 
     def store(self, name: str):
         from probscale_edge.assets import cache_dir

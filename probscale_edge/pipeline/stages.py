@@ -38,18 +38,23 @@ def teacher(run: Run) -> Teacher:
     import numpy as np
     import torch
 
-    from probscale_edge.modeling import EncoderClassifier, load_classifier, load_encoder
+    from probscale_edge.modeling import EncoderClassifier, length_limits, load_classifier, load_encoder, stored_dtype
     from probscale_edge.select import check_budget, layer_costs
 
     cfg, task = run.cfg, run.task
     torch.manual_seed(cfg.seed)  # before the task head is made: the same seed, the same head
-    encoder, tokenizer, run.src = load_encoder(cfg.source.model, allow_pickle=cfg.source.allow_pickle, log=run.log)
+    encoder, tokenizer, run.src = load_encoder(cfg.source.model, allow_pickle=cfg.source.allow_pickle, log=run.log,
+                                               allow_unused_weights=cfg.source.allow_unused_weights)
+    run.lengths = {**length_limits(encoder, tokenizer, cfg.source.max_length), "stored_dtype": stored_dtype(run.src)}
+    if run.lengths["used"] < cfg.source.max_length:
+        run.log(f"  inputs truncated to {run.lengths['used']} tokens (the model takes {run.lengths['model']}, its "
+                f"tokenizer {run.lengths['tokenizer']}; --max-length {cfg.source.max_length})")
     full = EncoderClassifier(encoder, task.num_labels, pooling=cfg.source.pooling)
     check_budget(cfg.select.budget, layer_costs(full), cfg.select.granularity)
     dist.init()
     runner = [] if not dist.active() else [dist.world_size(), dist.device().type]  # DDP results differ slightly
     key = content_key("teacher-v2", model_fingerprint(run.src), task.fingerprint(), cfg.source.to_dict(),
-                      cfg.finetune.to_dict(), cfg.seed, *([runner] if runner else []))
+                      run.max_length, cfg.finetune.to_dict(), cfg.seed, *([runner] if runner else []))
     store, t0 = run.store("teachers"), time.time()
     found = store.get_dir(key) if cfg.use_cache and dist.is_main() else None
     if dist.broadcast(found is not None):  # rank 0 decides, so every rank takes the same path
@@ -96,14 +101,14 @@ def budget(run: Run, t: Teacher) -> float:
     cfg = run.cfg
     if not cfg.select.compression:
         return cfg.select.budget
-    b = budget_for_compression(cfg, t.model, t.tokenizer, run.task)
+    b = budget_for_compression(cfg, t.model, t.tokenizer, run.task, run.max_length)
     run.stages["budget"] = {"compression": cfg.select.compression, "basis": cfg.select.compression_basis, "budget": b}
     run.log(f"  {cfg.select.compression:g}x fewer {cfg.select.compression_basis} parameters -> keep {b:.3f} of the "
             "layers' parameters")
     return b
 
 
-def budget_for_compression(cfg, model, tokenizer, task) -> float:
+def budget_for_compression(cfg, model, tokenizer, task, max_length: int) -> float:
     """The fraction of the encoder's layer parameters that leaves the student ``compression`` times smaller in
     total parameters than ``model``, given the embedding it will have (trimmed vocabulary, factorized rank)
     and the task head; with basis "non-embedding", that many times fewer non-embedding parameters."""
@@ -125,7 +130,7 @@ def budget_for_compression(cfg, model, tokenizer, task) -> float:
         from probscale_edge.vocab import kept_tokens
 
         V = len(kept_tokens(tokenizer, task.train.texts + (task.train.pairs or []), None, pc.vocab_min_count,
-                            cfg.source.max_length)[1])
+                            max_length)[1])
     embedding = counts["embedding"] - emb.weight.numel() + embedding_params_after(V, H, pc.embedding_rank)
     left = counts["total"] / sc.compression - embedding - rest
     if left < min(costs) * 0.05:

@@ -156,8 +156,10 @@ def test_bad_specs_and_models_are_clear_errors(tmp_path, tiny_bert):
     with pytest.raises(ProbscaleError, match="which it drops"):
         apply_seq2seq_spec(model, Seq2SeqSpec(enc, SubnetworkSpec([1], {"1": [0]}), {"0": [1]}), inplace=True)
     assert layer_shapes(model)["decoder"][1]["heads"] == H  # refused before anything was cut
-    with pytest.raises(ProbscaleError, match="gated-FFN"):
-        apply_seq2seq_spec(tiny_t5(layers=2, feed_forward_proj="gated-gelu"), Seq2SeqSpec(enc, SubnetworkSpec([0])))
+    # gated-FFN T5 (v1.1, Flan-T5) is no longer refused (its surgery: tests/stages/test_t5_gated.py)
+    gated = apply_seq2seq_spec(tiny_t5(layers=2, feed_forward_proj="gated-gelu"),
+                               Seq2SeqSpec(SubnetworkSpec([0, 1], ffn={"1": [0, 5]}), SubnetworkSpec([0])))
+    assert [s["ffn"] for s in layer_shapes(gated)["encoder"]] == [FF, 2] and len(gated.decoder.block) == 1
     from probscale_edge.modeling import load_encoder
 
     bert, _, _ = load_encoder(str(tiny_bert))
