@@ -90,10 +90,24 @@ def stage_model(model: str, num_labels: int | None = None, pooling: str = "mean"
         m, tok, meta = load_classifier(model)
         return m, tok, meta.get("labels")
     if num_labels is None:
-        raise ProbscaleError(f"{model} is not a probscale-edge model folder, so its label count is unknown",
-                             "pass --num-labels N (the task's number of classes)")
+        num_labels = _checkpoint_labels(model)
+    if num_labels is None:
+        raise ProbscaleError(f"{model} is not a probscale-edge model folder or a classification checkpoint, so its "
+                             "label count is unknown", "pass --num-labels N (the task's number of classes)")
     enc, tok, _ = load_encoder(model)
     return EncoderClassifier(enc, num_labels, pooling), tok, [str(i) for i in range(num_labels)]
+
+
+def _checkpoint_labels(model) -> int | None:
+    """The label count of a Hugging Face *ForSequenceClassification folder (its config's id2label), else None."""
+    try:
+        c = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    archs = c.get("architectures") or [] if isinstance(c, dict) else []
+    if any(str(a).endswith("ForSequenceClassification") for a in archs) and isinstance(c.get("id2label"), dict):
+        return len(c["id2label"])
+    return None
 
 
 def write_json_out(obj, path) -> None:

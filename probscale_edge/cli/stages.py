@@ -1,5 +1,5 @@
 """The single stages, each reading and writing plain JSON or model folders, each calling the same function
-`build` calls: probe, select, prune, recover, export, quantize; and prune-seq2seq for T5."""
+`build` calls: probe, select, prune, recover, export, quantize, bundle; and prune-seq2seq for T5."""
 
 from __future__ import annotations
 
@@ -216,3 +216,31 @@ def prune_seq2seq(model, spec_path, budget, data_path, output, with_onnx, force)
     before, after = rep["parameters"]["original"], rep["parameters"]["pruned"]
     click.echo(f"pruned T5: {after['total']:,} parameters ({after['non_embedding']:,} non-embedding; was "
                f"{before['total']:,} / {before['non_embedding']:,}) -> {output}")
+
+
+@main.command("bundle")
+@click.option("--model", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The model folder `prune` or `recover` wrote.")
+@with_data
+@click.option("--teacher", type=click.Path(exists=True, file_okay=False), default=None,
+              help="The full fine-tuned model, the bundle's reference accuracy (default: the folder itself).")
+@click.option("--target", default="arm64", show_default=True)
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True)
+@click.option("--precision", default="int8", show_default=True, help="int8 | fp32")
+@click.option("--quant-mode", default="dynamic", show_default=True, help="dynamic | static")
+@click.option("--tflite", is_flag=True, help="Also ship model.tflite (LiteRT int8), gated the same way.")
+@click.option("--max-length", type=int, default=128, show_default=True)
+@click.option("-o", "--output", type=click.Path(), required=True, help="Bundle folder.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder (atomically).")
+def bundle_cmd(model, task, data, eval_path, text_column, label_column, text_pair_column, max_train, teacher, **fields):
+    """Last stage: export MODEL to ONNX, quantize it behind the accuracy gate (on the task's eval split) and write
+    a verified bundle, exactly as `build` ends."""
+    from probscale_edge.cli.options import task_specs
+    from probscale_edge.config import BuildConfig
+    from probscale_edge.pipeline.from_folder import bundle_folder
+    from probscale_edge.report import print_summary
+
+    cfg = BuildConfig.create(model=model, tasks=task_specs(task, data, eval_path), text_column=text_column,
+                             label_column=label_column, text_pair_column=text_pair_column, max_train=max_train,
+                             **fields)
+    print_summary(bundle_folder(cfg, teacher_folder=teacher))

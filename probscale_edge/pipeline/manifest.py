@@ -120,7 +120,8 @@ def st_full(run: Run) -> dict:
 def _stage_reports(st: dict) -> dict:
     out = {k: {kk: vv for kk, vv in v.items() if kk != "tasks"} if isinstance(v, dict) else v
            for k, v in st.items() if k not in ("quantize", "mobile", "vocab", "tflite")}
-    out["probe"]["tasks"] = st["probe"]["tasks"]
+    if "probe" in st:
+        out["probe"]["tasks"] = st["probe"]["tasks"]
     return out
 
 
