@@ -252,10 +252,70 @@ def check_tokenizer_fits(encoder, tokenizer, src="the model") -> None:
                              "(model.resize_token_embeddings(len(tokenizer))) and save the model again")
 
 
+_ACTS = {"tanh": nn.Tanh, "gelu": nn.GELU, "relu": nn.ReLU}
+
+# the task heads of fine-tuned *ForSequenceClassification checkpoints: (dense, activation, final linear) as
+# paths into the Hugging Face model, all on the first token's state
+_HF_HEADS = {
+    "BertForSequenceClassification": ("bert.pooler.dense", "tanh", "classifier"),
+    "RobertaForSequenceClassification": ("classifier.dense", "tanh", "classifier.out_proj"),
+    "XLMRobertaForSequenceClassification": ("classifier.dense", "tanh", "classifier.out_proj"),
+    "CamembertForSequenceClassification": ("classifier.dense", "tanh", "classifier.out_proj"),
+    "MPNetForSequenceClassification": ("classifier.dense", "tanh", "classifier.out_proj"),
+    "ElectraForSequenceClassification": ("classifier.dense", "gelu", "classifier.out_proj"),
+    "DistilBertForSequenceClassification": ("pre_classifier", "relu", "classifier"),
+}
+
+
+def classification_architecture(src) -> str | None:
+    """The *ForSequenceClassification class a model folder's config names, or None."""
+    try:
+        c = json.loads((Path(str(src)) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    archs = (c.get("architectures") or []) if isinstance(c, dict) else []
+    return next((a for a in archs if isinstance(a, str) and a.endswith("ForSequenceClassification")), None)
+
+
+def finetuned_classifier(src, label_names: list, allow_unused_weights: bool = False):
+    """A fine-tuned classification checkpoint as the teacher, as it is: its encoder and its own head, the head's
+    rows reordered from the checkpoint's ``id2label`` to ``label_names`` (refused when they do not match).
+    Returns (EncoderClassifier, tokenizer, {"architecture", "labels"})."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    arch = classification_architecture(src)
+    if arch not in _HF_HEADS:
+        raise ProbscaleError(f"{src} is a fine-tuned {arch}, whose task head probscale-edge cannot take over yet",
+                             f"pass its base model to fine-tune a new head (supported heads: {', '.join(_HF_HEADS)})")
+    hf = AutoModelForSequenceClassification.from_pretrained(str(src), use_safetensors=True, dtype=torch.float32)
+    names = [str(hf.config.id2label[i]) for i in range(hf.config.num_labels)]
+    lower = {n.strip().lower(): i for i, n in enumerate(names)}
+    order = [lower.get(str(t).strip().lower()) for t in label_names]
+    if None in order or len(set(order)) != len(names):
+        raise ProbscaleError(f"the checkpoint's labels {names} are not the task's {list(label_names)}",
+                             "use the checkpoint with the task it was fine-tuned on (label names must match), or "
+                             "pass its base model to fine-tune a new head")
+    dense_path, act, final_path = _HF_HEADS[arch]
+    get = lambda path: get_adapter("bert").get_module(hf, path)  # noqa: E731  (plain attribute navigation)
+    encoder = hf.base_model
+    model = EncoderClassifier(encoder, len(names), pooling="cls", pre_head=act)
+    model.pre_head[0].load_state_dict(get(dense_path).state_dict())
+    final = get(final_path)
+    idx = torch.tensor(order)
+    model.classifier.load_state_dict({"weight": final.weight.detach()[idx], "bias": final.bias.detach()[idx]})
+    get_adapter(encoder.config.model_type).drop_pooler(encoder)
+    _check_loaded_weights(encoder, Path(str(src)), allow_unused_weights)
+    check_finite_weights(model, src)
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    check_tokenizer_fits(encoder, tokenizer, src)
+    return model.eval(), tokenizer, {"architecture": arch, "labels": names}
+
+
 class EncoderClassifier(nn.Module):
     """encoder -> pooling (mean over the attention mask, or first token) -> dropout -> linear."""
 
-    def __init__(self, encoder, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+    def __init__(self, encoder, num_labels: int, pooling: str = "mean", dropout: float = 0.1,
+                 pre_head: str | None = None):
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ProbscaleError(f"unknown pooling {pooling!r}", "use --pooling mean or --pooling cls")
@@ -263,6 +323,9 @@ class EncoderClassifier(nn.Module):
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         hidden = getattr(encoder.config, get_adapter(encoder.config.model_type).hidden_key)
+        # a fine-tuned checkpoint's head (probscale_edge.modeling.finetuned_classifier): pooled -> dense -> act
+        self.pre_head_act = pre_head
+        self.pre_head = nn.Sequential(nn.Linear(hidden, hidden), _ACTS[pre_head]()) if pre_head else None
         self.classifier = nn.Linear(hidden, num_labels)
 
     @property
@@ -279,8 +342,10 @@ class EncoderClassifier(nn.Module):
         kw = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self.adapter.uses_token_type_ids:
             kw["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**kw).last_hidden_state
-        return self.classifier(self.dropout(self.pool(hidden, attention_mask)))
+        pooled = self.pool(self.encoder(**kw).last_hidden_state, attention_mask)
+        if self.pre_head is not None:
+            pooled = self.pre_head(pooled)
+        return self.classifier(self.dropout(pooled))
 
     def hidden_states(self, input_ids, attention_mask, token_type_ids=None):
         """(embedding output, output of every layer) for the layers the encoder has *now*.
@@ -325,6 +390,7 @@ class EncoderClassifier(nn.Module):
     def param_counts(self) -> dict:
         c = self.adapter.count_params(self.encoder)
         head = sum(p.numel() for p in self.classifier.parameters())
+        head += sum(p.numel() for p in self.pre_head.parameters()) if self.pre_head is not None else 0
         return {"total": c["total"] + head, "embedding": c["embedding"], "non_embedding": c["non_embedding"] + head,
                 "encoder_non_embedding": c["non_embedding"]}
 
@@ -346,9 +412,13 @@ def save_classifier(model: EncoderClassifier, tokenizer, folder: Path, labels: l
         model.encoder.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         head = {k: v.detach().contiguous() for k, v in model.classifier.state_dict().items()}
+        if model.pre_head is not None:
+            head.update({f"pre_head.{k}": v.detach().contiguous() for k, v in model.pre_head.state_dict().items()})
         save_file(head, str(tmp / "classifier.safetensors"))
         meta = {"format": FOLDER_FORMAT, "pooling": model.pooling, "labels": list(labels),
                 "layer_shapes": model.layer_shapes(), "model_type": model.encoder.config.model_type}
+        if model.pre_head is not None:
+            meta["pre_head"] = model.pre_head_act
         from probscale_edge.embedding import embedding_rank
 
         rank = embedding_rank(model)
@@ -422,8 +492,11 @@ def load_classifier(folder) -> tuple[EncoderClassifier, object, dict]:
         raise ProbscaleError(f"{folder} weights do not match its shapes (missing {missing[:3]}, unexpected {unexpected[:3]})",
                              "rebuild the model folder")
     adapter.prepare_for_surgery(encoder)  # after the weights: a folder saved with shared layers loads as saved
-    model = EncoderClassifier(encoder, len(meta["labels"]), pooling=meta["pooling"])
-    model.classifier.load_state_dict(load_file(str(folder / "classifier.safetensors")))
+    model = EncoderClassifier(encoder, len(meta["labels"]), pooling=meta["pooling"], pre_head=meta.get("pre_head"))
+    head = load_file(str(folder / "classifier.safetensors"))
+    model.classifier.load_state_dict({k: v for k, v in head.items() if not k.startswith("pre_head.")})
+    if model.pre_head is not None:
+        model.pre_head.load_state_dict({k[len("pre_head."):]: v for k, v in head.items() if k.startswith("pre_head.")})
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     return model, tokenizer, meta

@@ -80,7 +80,7 @@ def manifest(run: Run, t: Teacher, sel: Selection, s: Student, x: Exported, q: d
         "labels": run.task.label_names,
         "model": {"file": model_file, "format": "ort" if model_file.endswith(".ort") else "onnx",
                   "precision": q["precision"], "inputs": x.inputs, "outputs": ["logits"],
-                  "pooling": cfg.source.pooling, "opset": st["export"]["opset"]},
+                  "pooling": s.model.pooling, "opset": st["export"]["opset"]},
         "tokenizer": {"file": "tokenizer.json", "vocab_file": "vocab.txt" if (stage / "vocab.txt").exists() else None,
                       "max_length": run.max_length, "pad_id": int(s.tokenizer.pad_token_id or 0),
                       "do_lower_case": bool((tj.get("normalizer") or {}).get("lowercase", False)),

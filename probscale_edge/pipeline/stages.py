@@ -8,6 +8,7 @@ import json
 import platform
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from probscale_edge import distributed as dist
 from probscale_edge.errors import ProbscaleError
@@ -38,10 +39,13 @@ def teacher(run: Run) -> Teacher:
     import numpy as np
     import torch
 
-    from probscale_edge.modeling import EncoderClassifier, length_limits, load_classifier, load_encoder, stored_dtype
+    from probscale_edge.modeling import (EncoderClassifier, classification_architecture, length_limits, load_classifier,
+                                         load_encoder, stored_dtype)
     from probscale_edge.select import check_budget, layer_costs
 
     cfg, task = run.cfg, run.task
+    if isinstance(run.src, Path) and classification_architecture(run.src):
+        return _finetuned_teacher(run)
     torch.manual_seed(cfg.seed)  # before the task head is made: the same seed, the same head
     encoder, tokenizer, run.src = load_encoder(cfg.source.model, allow_pickle=cfg.source.allow_pickle, log=run.log,
                                                allow_unused_weights=cfg.source.allow_unused_weights)
@@ -69,6 +73,31 @@ def teacher(run: Run) -> Teacher:
     run.stages["finetune"] = {"accuracy": acc, "cached": found is not None, "seconds": round(time.time() - t0, 1),
                               "key": key, "fit": fit, "parameters": model.param_counts()}
     run.log(f"full fine-tuned model: eval accuracy {acc:.4f}")
+    return Teacher(model, tokenizer, train_logits, eval_logits, acc, key)
+
+
+def _finetuned_teacher(run: Run) -> Teacher:
+    """The user's model already is the teacher (a fine-tuned classification checkpoint): used as it is, with its
+    own head, its labels mapped to the task's; no fine-tune."""
+    from probscale_edge.modeling import finetuned_classifier, length_limits, predict_logits, stored_dtype
+    from probscale_edge.select import check_budget, layer_costs
+
+    cfg, task, t0 = run.cfg, run.task, time.time()
+    model, tokenizer, info = finetuned_classifier(run.src, task.label_names, cfg.source.allow_unused_weights)
+    run.lengths = {**length_limits(model.encoder, tokenizer, cfg.source.max_length), "stored_dtype": stored_dtype(run.src)}
+    check_budget(cfg.select.budget, layer_costs(model), cfg.select.granularity)
+    dist.init()
+    run.log(f"{run.src} is a fine-tuned {info['architecture']}: it is the teacher as it is (labels {info['labels']} "
+            f"mapped to {task.label_names}); no fine-tune")
+    with dist.collective():
+        train_logits = predict_logits(model, tokenizer, task.train.texts, task.train.pairs, max_length=run.max_length)
+        eval_logits = predict_logits(model, tokenizer, task.eval.texts, task.eval.pairs, max_length=run.max_length)
+    acc = accuracy(eval_logits, task.eval.labels)
+    key = content_key("teacher-checkpoint-v1", model_fingerprint(run.src), task.fingerprint(), run.max_length)
+    run.stages["finetune"] = {"accuracy": acc, "cached": False, "skipped": "the model is a fine-tuned classifier",
+                              "checkpoint": info, "seconds": round(time.time() - t0, 1), "key": key, "fit": {},
+                              "parameters": model.param_counts()}
+    run.log(f"fine-tuned checkpoint (the teacher): eval accuracy {acc:.4f}")
     return Teacher(model, tokenizer, train_logits, eval_logits, acc, key)
 
 

@@ -105,7 +105,7 @@ def test_untied_checkpoint_is_left_as_it_is(tmp_path):
 
 
 def test_nonuniform_prune_save_reload_export(tmp_path, minilm_dir):
-    from converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
 
     src = make_albert(tmp_path / "src", minilm_dir, layers=4, groups=1)
     enc, tok, _ = load_encoder(str(src))
