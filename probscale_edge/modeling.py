@@ -167,7 +167,8 @@ def _unused_keys(keys: set, encoder) -> list[str]:
     out = []
     for k in sorted(keys):
         bare = k[len(prefix) + 1:] if prefix and k.startswith(prefix + ".") else k
-        if bare in own or k in own or bare.startswith(_HEAD_KEYS) or k.startswith(_HEAD_KEYS) \
+        legacy = bare.replace(".gamma", ".weight").replace(".beta", ".bias")  # LayerNorm names transformers renames
+        if legacy in own or bare in own or k in own or bare.startswith(_HEAD_KEYS) or k.startswith(_HEAD_KEYS) \
                 or bare.endswith(_BUFFER_SUFFIXES):
             continue
         out.append(k)

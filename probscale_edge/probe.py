@@ -128,21 +128,30 @@ def cached_features(model, tokenizer, texts, pairs, cfg: ProbeSettings, cache=No
     if cache is None or model_key is None:
         return extract_features(model, tokenizer, texts, pairs, cfg, progress=progress), False
     path = Path(cache) / f"{features_key(model_key, texts, pairs, cfg)}.npy"
+    digest = path.with_suffix(".sha256")  # written with the features, checked before they are used
     if path.exists():
+        from probscale_edge.runtime.bundle import sha256_file
+
         try:
-            feats = np.load(path, allow_pickle=False)
-            if feats.ndim == 3 and feats.shape[1] == len(texts):
+            ok = digest.read_text().split()[0] == sha256_file(path)
+            feats = np.load(path, allow_pickle=False) if ok else None
+            if feats is not None and feats.ndim == 3 and feats.shape[1] == len(texts):
                 return feats, True
-        except (OSError, ValueError):
-            pass  # a damaged entry is recomputed and replaced
+        except (OSError, ValueError, IndexError):
+            pass
+        for f in (path, digest):  # damaged (or written before checksums): moved aside, recomputed
+            f.replace(f.with_name(f".bad-{f.name}")) if f.exists() else None
     feats = extract_features(model, tokenizer, texts, pairs, cfg, progress=progress)
     from probscale_edge import distributed as dist
 
     if dist.is_main():
         try:
+            from probscale_edge.runtime.bundle import sha256_file
+
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
             np.save(tmp, feats)
+            digest.write_text(f"{sha256_file(tmp)}  {path.name}\n")
             os.replace(tmp, path)
         except OSError:
             pass  # a full or read-only cache only costs the next build the extraction

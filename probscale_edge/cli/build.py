@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
 from probscale_edge.cli import main
-from probscale_edge.cli.options import read_spec, task_specs, with_data, write_json_out
+from probscale_edge.cli.options import check_json_path, read_spec, task_specs, with_data, write_json_out
 from probscale_edge.config import TARGETS
-from probscale_edge.errors import ProbscaleError
 
 _OPTIONS = [
     click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
@@ -103,8 +101,8 @@ def config_from_options(task, data, eval_path, spec_path, no_cache, **fields):
 def build(json_path, **options):
     """Build a pruned, quantized bundle from a pre-trained model and a task (default: MiniLM on rotten_tomatoes)."""
     cfg = config_from_options(**options)
-    if json_path and Path(json_path).is_dir():
-        raise ProbscaleError(f"--json {json_path} is a folder", "pass a file path, e.g. --json summary.json")
+    if json_path:
+        check_json_path(json_path)
     from probscale_edge import distributed as dist
     from probscale_edge.pipeline import build as run_build
 

@@ -26,7 +26,11 @@ def os_error(e: OSError) -> ProbscaleError:
     if e.filename2:
         where = f"{e.filename} -> {e.filename2}"
     fix = _FIXES.get(e.errno, "check the path and its permissions")
-    return ProbscaleError(f"{e.strerror or type(e).__name__} ({where}); nothing was kept", fix)
+    from probscale_edge.assets import cache_dir
+
+    if e.filename and str(cache_dir()) in str(e.filename):
+        fix = "point PROBSCALE_EDGE_CACHE at a writable folder with free space"
+    return ProbscaleError(f"{e.strerror or type(e).__name__} ({where}); no partial output was kept", fix)
 
 
 def is_disk_full(e: BaseException) -> bool:

@@ -110,11 +110,21 @@ def _checkpoint_labels(model) -> int | None:
     return None
 
 
+def check_json_path(path) -> None:
+    """A --json path must be a file we can create: checked before the work that fills it."""
+    p = Path(path)
+    if p.is_dir():
+        raise ProbscaleError(f"--json {path} is a folder", "pass a file path, e.g. --json summary.json")
+    for up in p.absolute().parents:
+        if up.exists():
+            if not up.is_dir():
+                raise ProbscaleError(f"--json {path}: {up} is a file, not a folder", "pass a path under a folder")
+            break
+
+
 def write_json_out(obj, path) -> None:
     """Write a JSON result file; a folder or an unwritable path is one line."""
     from probscale_edge.runtime.bench import write_json
 
-    p = Path(path)
-    if p.is_dir():
-        raise ProbscaleError(f"--json {path} is a folder", "pass a file path, e.g. --json summary.json")
-    write_json(obj, p)
+    check_json_path(path)
+    write_json(obj, Path(path))

@@ -23,12 +23,12 @@ def build(cfg: BuildConfig, log=log_stderr) -> dict:
     from probscale_edge.pipeline.store import Staging
 
     run = prepare(cfg, log)
-    teacher = stages.teacher(run)
-    layer_budget = stages.budget(run, teacher)
-    table = stages.latency_table(run, teacher)
-    report, probe_key = stages.probe(run, teacher)
-    selection, select_key = stages.select(run, teacher, report, probe_key, layer_budget, table)
-    with Staging(run.out) as staging:
+    with Staging(run.out, cfg.bundle.force) as staging:  # locks the output for the whole build
+        teacher = stages.teacher(run)
+        layer_budget = stages.budget(run, teacher)
+        table = stages.latency_table(run, teacher)
+        report, probe_key = stages.probe(run, teacher)
+        selection, select_key = stages.select(run, teacher, report, probe_key, layer_budget, table)
         pruned = student.student(run, teacher, selection, select_key, staging.work)
         if not dist.is_main():  # the other ranks' work (training, sharded forward passes) ends here
             return {"rank": dist.rank(), "world_size": dist.world_size(), "accuracy": pruned.accuracy,

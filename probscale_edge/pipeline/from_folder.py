@@ -53,7 +53,7 @@ def bundle_folder(cfg: BuildConfig, teacher_folder=None, log=log_stderr) -> dict
         raise ProbscaleError(f"the model's labels {meta.get('labels')} are not the task's {run.task.label_names}",
                              "bundle the model with the task it was recovered on")
     t = _reference(run, teacher_folder, model, tok)
-    with Staging(run.out) as staging:
+    with Staging(run.out, cfg.bundle.force) as staging:
         reloaded, _, _ = load_classifier(cfg.source.model)
         e = run.task.eval
         s = Student(model, tok, accuracy(t.eval_logits, e.labels) if not teacher_folder else

@@ -74,7 +74,10 @@ def manifest(run: Run, t: Teacher, sel: Selection, s: Student, x: Exported, q: d
         "source_model": {"name": str(cfg.source.model), "path": str(run.src),
                          "model_type": t.model.encoder.config.model_type,
                          "stored_dtype": (run.lengths or {}).get("stored_dtype"), "trained_dtype": "float32",
-                         "max_length": {k: v for k, v in (run.lengths or {}).items() if k != "stored_dtype"}},
+                         "max_length": {k: v for k, v in (run.lengths or {}).items() if k != "stored_dtype"},
+                         # ALBERT: one layer shared by all depths, copied per depth so depths can differ
+                         "layers_untied": getattr(t.model.encoder.config, "probscale_shared_layout", None)
+                         if getattr(t.model.encoder.config, "probscale_untied", False) else None},
         "task": run.task.summary(),
         "target": cfg.target,
         "labels": run.task.label_names,

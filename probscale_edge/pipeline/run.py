@@ -84,10 +84,29 @@ class Run:
         return StageStore(cache_dir() / name, log=self.log)
 
 
+def check_cache() -> None:
+    """The cache (assets, teachers, training checkpoints, stage records) must be a writable folder: found now,
+    not after the fine-tune."""
+    import tempfile
+
+    from probscale_edge.assets import cache_dir
+
+    root = cache_dir()
+    try:
+        for sub in ("teachers", "stages"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root / "stages", prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ProbscaleError(f"the cache {root} is not a writable folder ({e.strerror})",
+                             "point PROBSCALE_EDGE_CACHE at a writable folder") from None
+
+
 def prepare(cfg: BuildConfig, log) -> Run:
-    """Cheap checks first (the configs checked themselves when made): the output, the converter, the
+    """Cheap checks first (the configs checked themselves when made): the output, the cache, the converter, the
     model folder, the data. Nothing heavy is loaded before the inputs are known to be usable."""
     out = Path(cfg.bundle.output) if cfg.bundle.output else default_output(cfg)
+    check_cache()
     if cfg.bundle.tflite:
         from probscale_edge.converters.tflite_env import converter_python
 
@@ -118,6 +137,12 @@ def _load_tasks(cfg: BuildConfig, log) -> list:
     d = cfg.data
     tasks = [load_task(ts.spec, ts.eval, d.text_column, d.label_column, d.text_pair_column, max_train=d.max_train,
                        log=log) for ts in d.tasks]
+    for t in tasks:  # the probe cross-validates per class, early stopping holds out per class
+        counts = [t.train.labels.count(c) for c in range(t.num_labels)]
+        if min(counts) < 2:
+            raise ProbscaleError(f"task {t.name}: a class has {min(counts)} training example(s); the probe and the "
+                                 "dev split need at least 2 per class",
+                                 f"pass --max-train {2 * t.num_labels} or more, or give more data")
     task = tasks[0]
     if d.max_eval and len(task.eval) > d.max_eval:
         task.eval = task.eval.subset(stratified_sample(task.eval.labels, d.max_eval))

@@ -132,8 +132,8 @@ def _pid_alive(pid: int) -> bool:
 class Staging:
     """The output's staging folder: ``with Staging(out) as work:`` ... ``staging.publish(folder)``."""
 
-    def __init__(self, out: Path):
-        self.out = Path(out)
+    def __init__(self, out: Path, force: bool = False):
+        self.out, self.force = Path(out), force
         self.parent = self.out.resolve().parent
         self.work: Path | None = None
         self._lock = None
@@ -162,12 +162,17 @@ class Staging:
     def __enter__(self) -> "Staging":
         self.parent.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        try:
+            self._check_free()  # another build may have finished this output since check_output
+        except BaseException:
+            self.__exit__()
+            raise
         self.clean_stale()
         self.work = Path(tempfile.mkdtemp(dir=self.parent, prefix=f".{self.out.name}.build-{os.getpid()}-"))
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.work is not None:
+        if getattr(self, "work", None) is not None:
             shutil.rmtree(self.work, ignore_errors=True)
         if self._lock is not None:
             try:
@@ -175,6 +180,11 @@ class Staging:
             except OSError:
                 pass
             self._lock.close()
+
+    def _check_free(self) -> None:
+        if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())) and not self.force:
+            raise ProbscaleError(f"output folder {self.out} already exists (another build wrote it meanwhile)",
+                                 "pass --force to replace it, or another --output")
 
     def clean_stale(self) -> list[str]:
         """Remove staging folders left by builds that were killed (SIGKILL skips our cleanup)."""
@@ -194,6 +204,7 @@ class Staging:
         from probscale_edge.faults import fault
 
         fault("rename")
+        self._check_free()
         old = None
         if self.out.exists():
             old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")

@@ -60,6 +60,20 @@ def test_damaged_teacher_is_moved_aside_and_rebuilt(clean, tiny_bert, toy_csv, t
     assert _model_sha(tmp_path / "b") == _model_sha(clean / "ref")
 
 
+def test_damaged_layer_features_are_recomputed(clean, tiny_bert, toy_csv, tmp_path):
+    cache = tmp_path / "cache"
+    subprocess.run(["cp", "-r", str(clean / "cache"), str(cache)], check=True)
+    feats = sorted((cache / "features").glob("*.npy"))
+    assert feats
+    for f in feats:  # the .npy header kept, the data zeroed: a silent wrong probe if used
+        b = f.read_bytes()
+        f.write_bytes(b[:128] + b"\0" * (len(b) - 128))
+    err = _build(tiny_bert, toy_csv, tmp_path / "b", cache)
+    assert "[cache] layer features" not in err
+    assert list((cache / "features").glob(".bad-*"))
+    assert _model_sha(tmp_path / "b") == _model_sha(clean / "ref")
+
+
 def test_damaged_stage_checkpoint_is_rebuilt_on_resume(clean, tiny_bert, toy_csv, tmp_path):
     cache = tmp_path / "cache"
     subprocess.run(["cp", "-r", str(clean / "cache"), str(cache)], check=True)

@@ -96,6 +96,21 @@ def test_a_second_build_to_the_same_output_is_refused(tmp_path, tiny_bert, toy_c
         p = run_cli("build", "--model", str(tiny_bert), "--data", str(toy_csv), "--epochs", "1", "-o", str(out))
     one_line(p, "another build is writing")
     assert not out.exists()
+    (tmp_path / ".b.lock").unlink()
+    # a real race: the second build starts while the first runs (the lock is held from the start of the build)
+    env = dict(os.environ, PROBSCALE_EDGE_CACHE=str(tmp_path / "cache"))
+    first = subprocess.Popen([sys.executable, "-m", "probscale_edge", "build", "--model", str(tiny_bert), "--data",
+                              str(toy_csv), "--epochs", "1", "--budget", "0.5", "--target", "x86_64", "-o", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not [q for q in tmp_path.iterdir() if q.name.startswith(".b.build-")]:
+        time.sleep(0.1)  # the first build holds the lock from here to its end
+    second = run_cli("build", "--model", str(tiny_bert), "--data", str(toy_csv), "--epochs", "1", "--budget", "0.5",
+                     "--target", "x86_64", "-o", str(out), env=env)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-1500:]
+    one_line(second, "another build is writing")
+    assert (out / "manifest.json").exists()
 
 
 def test_sigterm_leaves_no_staging_folder(tmp_path, tiny_bert, toy_csv):
@@ -114,3 +129,31 @@ def test_sigterm_leaves_no_staging_folder(tmp_path, tiny_bert, toy_csv):
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists()
     assert not [q for q in tmp_path.iterdir() if q.name.startswith(".b.")]
+
+
+def test_cache_that_is_a_file_or_read_only_is_refused_before_any_work(tmp_path, tiny_bert, toy_csv):
+    afile = tmp_path / "cachefile"
+    afile.write_text("x")
+    args = ("build", "--model", str(tiny_bert), "--data", str(toy_csv), "-o", str(tmp_path / "b"))
+    t0 = time.time()
+    one_line(run_cli(*args, env=dict(os.environ, PROBSCALE_EDGE_CACHE=str(afile))), "is not a writable folder")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        p = run_cli(*args, "--no-cache", env=dict(os.environ, PROBSCALE_EDGE_CACHE=str(ro)))
+        one_line(p, "is not a writable folder")
+        assert "PROBSCALE_EDGE_CACHE" in p.stderr
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
+    assert time.time() - t0 < 60 and not (tmp_path / "b").exists()
+
+
+def test_json_under_a_file_and_too_few_examples_per_class_are_refused_up_front(tmp_path, tiny_bert, toy_csv):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    base = ("build", "--model", str(tiny_bert), "--data", str(toy_csv), "-o", str(tmp_path / "b"))
+    one_line(run_cli(*base, "--json", str(afile / "s.json")), "is a file, not a folder")
+    one_line(run_cli(*base, "--max-train", "2"), "need at least 2 per class")
+    assert not (tmp_path / "b").exists() and afile.read_text() == "x"
