@@ -26,13 +26,13 @@ _OPTIONS = [
     click.option("--prune-iterations", type=int, default=1, show_default=True,
                  help="With --granularity unit: remove heads and neurons in this many steps, re-scoring the remaining "
                  "network before each (1: one-shot)."),
-    click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=None,
+    click.option("--spec", "spec_path", type=click.Path(), default=None,
                  help="Cut this subnetwork instead of selecting one: a SubnetworkSpec JSON, or the selection a build "
                  "wrote (manifest 'subnetwork')."),
     click.option("--max-latency-ms", type=float, default=None,
                  help="Latency budget instead of a parameter budget: batch-1 p50 in ms at the model's length, 1 thread, "
                  "from per-unit latencies measured on the target (see --latency-table)."),
-    click.option("--latency-table", type=click.Path(dir_okay=False), default=None,
+    click.option("--latency-table", type=click.Path(), default=None,
                  help="With --max-latency-ms: the table `probscale-edge latency-table` wrote on/for the target "
                  "(default: measure one on this machine)."),
     click.option("--trim-vocab", is_flag=True, help="Keep only the vocabulary the task's training text uses "

@@ -47,6 +47,8 @@ def one_line(proc, match):
     (("--augment", "2", "--recover", "finetune"), "--augment 2 with --recover-mode finetune"),
     (("--latency-table", "t.json"), "--latency-table without --max-latency-ms"),
     (("--max-latency-ms", "5", "--compression", "5"), "--max-latency-ms sets the budget itself"),
+    (("--spec", "/"), "cannot read the spec"),
+    (("--max-latency-ms", "5", "--latency-table", "/"), "is not valid JSON"),
 ])
 def test_bad_option_is_one_line_before_any_work(tmp_path, args, match):
     out = tmp_path / "b"
