@@ -509,9 +509,9 @@ def length_limits(encoder, tokenizer, cap: int) -> dict:
     with relative positions only (T5) have none."""
     c = encoder.config
     model = getattr(c, "max_position_embeddings", None) if c.model_type != "t5" else None
-    if model is not None and c.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text",
-                                              "roberta-prelayernorm", "xlm-roberta-xl"):
-        model -= int(getattr(c, "pad_token_id", 1) or 0) + 1  # positions start after the padding index
+    pad = getattr(get_adapter(c.model_type).embeddings(encoder), "padding_idx", None) if model else None
+    if pad is not None:  # RoBERTa-style positions start after the padding index
+        model -= int(pad) + 1
     tok = getattr(tokenizer, "model_max_length", None)
     tok = int(tok) if isinstance(tok, (int, float)) and 0 < tok < 10**7 else None
     used = min(x for x in (cap, model, tok) if x is not None)

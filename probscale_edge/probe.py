@@ -140,7 +140,8 @@ def cached_features(model, tokenizer, texts, pairs, cfg: ProbeSettings, cache=No
         except (OSError, ValueError, IndexError):
             pass
         for f in (path, digest):  # damaged (or written before checksums): moved aside, recomputed
-            f.replace(f.with_name(f".bad-{f.name}")) if f.exists() else None
+            if f.exists():
+                f.replace(f.with_name(f".bad-{f.name}"))
     feats = extract_features(model, tokenizer, texts, pairs, cfg, progress=progress)
     from probscale_edge import distributed as dist
 

@@ -118,13 +118,13 @@ def train_classifier(model, tokenizer, split, cfg: TrainSettings, teacher_logits
     run.restore(Path(checkpoint) if checkpoint else None, resume, dev_split)
     t0 = time.perf_counter()
     run.loop(progress_desc)
-    seconds = run.finish()
+    seconds = run.finish() - t0
     return {"steps": run.step, "final_loss": float(np.mean(run.losses[-20:])), "lr": run.lr, "examples": len(split),
             "epochs": cfg.epochs, "distilled": run.tl is not None, "head_only": head_only,
             "resumed_at_step": run.start, "world_size": world, "device": run.dev.type,
-            "train_seconds": round(seconds - t0, 2),
+            "train_seconds": round(seconds, 2),
             **({"hidden_distill": hidden_teacher.report(run.hid_losses)} if hidden_teacher is not None else {}),
-            "examples_per_second": round(run.seen / (seconds - t0), 1) if seconds > t0 else None,
+            "examples_per_second": round(run.seen / seconds, 1) if seconds > 0 else None,
             **({"early_stopping": run.early} if run.early else {})}
 
 

@@ -100,14 +100,12 @@ def stage_model(model: str, num_labels: int | None = None, pooling: str = "mean"
 
 def _checkpoint_labels(model) -> int | None:
     """The label count of a Hugging Face *ForSequenceClassification folder (its config's id2label), else None."""
-    try:
-        c = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    from probscale_edge.modeling import classification_architecture
+
+    if not classification_architecture(model):
         return None
-    archs = c.get("architectures") or [] if isinstance(c, dict) else []
-    if any(str(a).endswith("ForSequenceClassification") for a in archs) and isinstance(c.get("id2label"), dict):
-        return len(c["id2label"])
-    return None
+    id2label = json.loads((Path(model) / "config.json").read_text(encoding="utf-8")).get("id2label")
+    return len(id2label) if isinstance(id2label, dict) else None
 
 
 def check_json_path(path) -> None:

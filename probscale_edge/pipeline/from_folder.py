@@ -3,14 +3,13 @@ export, gated int8, formats and manifest the build uses (probe -> select -> prun
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from probscale_edge.config import BuildConfig
 from probscale_edge.errors import ProbscaleError
 from probscale_edge.pipeline.run import log_stderr
 from probscale_edge.pipeline.stages import Teacher, accuracy
-from probscale_edge.pipeline.student import Student
+from probscale_edge.pipeline.student import Student, logits_diff
 from probscale_edge.specs import Selection, SubnetworkSpec
 
 
@@ -62,7 +61,7 @@ def bundle_folder(cfg: BuildConfig, teacher_folder=None, log=log_stderr) -> dict
             SubnetworkSpec(list(range(model.adapter.num_layers(model.encoder))))
         kept = s.parameters["non_embedding"] / t.model.param_counts()["non_embedding"]
         sel = Selection(spec, kept, s.parameters["non_embedding"], [], "given", kept)
-        run.stages["prune"] = {"reload_max_abs": _diff(run, model, reloaded, tok), "parameters": s.parameters,
+        run.stages["prune"] = {"reload_max_abs": logits_diff(run, model, reloaded, tok), "parameters": s.parameters,
                                "layer_shapes": model.layer_shapes(), "source": str(cfg.source.model)}
         run.stages["recover"] = {"accuracy": s.accuracy, "mode": meta.get("recover", "none")}
         x = convert.export(run, s, staging.work)
@@ -80,15 +79,3 @@ def _accuracy(run, model, tok) -> float:
     e = run.task.eval
     return accuracy(predict_logits(model, tok, e.texts, e.pairs, max_length=run.max_length), e.labels)
 
-
-def _diff(run, a, b, tok) -> float:
-    import numpy as np
-
-    from probscale_edge.modeling import predict_logits
-
-    sample = run.task.eval.texts[:64]
-    t0 = time.time()
-    d = float(np.abs(predict_logits(a, tok, sample, max_length=run.max_length)
-                     - predict_logits(b, tok, sample, max_length=run.max_length)).max())
-    run.stages.setdefault("timings", {})["reload_check_seconds"] = round(time.time() - t0, 1)
-    return d

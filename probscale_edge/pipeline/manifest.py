@@ -65,7 +65,8 @@ def stage_files(run: Run, s: Student, work: Path) -> tuple[Path, str]:
 def manifest(run: Run, t: Teacher, sel: Selection, s: Student, x: Exported, q: dict, stage: Path,
              model_file: str, layer_budget: float) -> dict:
     """Everything a reader of the bundle needs: what it is, how it was made, how it was checked."""
-    cfg, st, full = run.cfg, run.stages, st_full(run)
+    cfg, st = run.cfg, run.stages
+    full = st["finetune"]["parameters"]
     int8_acc = q.get("accuracy", x.accuracy)
     tj = json.loads((stage / "tokenizer.json").read_text(encoding="utf-8"))
     return {
@@ -114,10 +115,6 @@ def manifest(run: Run, t: Teacher, sel: Selection, s: Student, x: Exported, q: d
         "tool_versions": tool_versions(),
         "build_seconds": None,
     }
-
-
-def st_full(run: Run) -> dict:
-    return run.stages["finetune"]["parameters"]
 
 
 def _stage_reports(st: dict) -> dict:

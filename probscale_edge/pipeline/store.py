@@ -172,7 +172,7 @@ class Staging:
         return self
 
     def __exit__(self, *exc) -> None:
-        if getattr(self, "work", None) is not None:
+        if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
         if self._lock is not None:
             try:

@@ -93,16 +93,22 @@ def prune(run: Run, t: Teacher, selection: Selection, folder: Path):
 
 def _reload_diff(run: Run, model, tok, selection: Selection, folder: Path) -> float:
     """Files are rank 0's (transformers saves on rank 0 only, too)."""
-    import numpy as np
-
-    from probscale_edge.modeling import load_classifier, predict_logits, save_classifier
+    from probscale_edge.modeling import load_classifier, save_classifier
 
     save_classifier(model, tok, folder, run.task.label_names, extra={"spec": selection.spec.to_dict()})
     reloaded, _, _ = load_classifier(folder)
+    return logits_diff(run, model, reloaded, tok)
+
+
+def logits_diff(run: Run, a, b, tok) -> float:
+    """max |Δlogit| between two models on the first 64 eval texts."""
+    import numpy as np
+
+    from probscale_edge.modeling import predict_logits
+
     sample = run.task.eval.texts[:64]
-    a = predict_logits(model, tok, sample, max_length=run.max_length)
-    b = predict_logits(reloaded, tok, sample, max_length=run.max_length)
-    return float(np.abs(a - b).max())
+    return float(np.abs(predict_logits(a, tok, sample, max_length=run.max_length)
+                        - predict_logits(b, tok, sample, max_length=run.max_length)).max())
 
 
 def recover(run: Run, t: Teacher, selection: Selection, model, tok, checkpoint: Path) -> float:
