@@ -6,6 +6,7 @@ one line naming the fix; SIGINT and SIGTERM leave nothing half-written."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -24,6 +25,16 @@ def _sigterm(signum, frame):  # what `timeout`, CI and container runtimes send: 
     raise KeyboardInterrupt
 
 
+def _exit_now(code: int):
+    """Exit with ``code`` now. ``sys.exit`` is not enough after an interrupt: when the KeyboardInterrupt was
+    raised inside an extension's embedded ``PyRun_*`` call (pybind11 in torch and onnxruntime), CPython can
+    flag it as unhandled and, after a clean SystemExit, kill the process with SIGINT (CI saw status -2). The
+    staging folders are already removed by then, so nothing is left to clean up."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class Group(click.Group):
     def invoke(self, ctx):
         from probscale_edge.cli.errors import os_error, is_disk_full
@@ -36,7 +47,7 @@ class Group(click.Group):
             fail(e)
         except KeyboardInterrupt:
             click.echo("interrupted: nothing was written (partial outputs are removed)", err=True)
-            sys.exit(130)
+            _exit_now(130)
         except OSError as e:
             fail(os_error(e))
         except Exception as e:  # noqa: BLE001 - libraries (safetensors, onnx) wrap a full disk in their own errors
