@@ -25,6 +25,7 @@ POOLINGS = ("mean", "cls")
 PRECISIONS = ("int8", "fp32")
 QUANT_MODES = ("dynamic", "static")
 COMPRESSION_BASES = ("total", "non-embedding")
+KINDS = ("classify", "embed", "text2text")
 
 
 def _flag(name: str) -> str:
@@ -114,9 +115,12 @@ class DataConfig(Config):
     text_pair_column: str | None = None  # second text column for pair tasks
     max_train: int | None = 4000  # cap on training examples (stratified)
     max_eval: int | None = None  # cap on eval examples (stratified)
+    kind: str = "classify"  # classify | embed (sentence embeddings) | text2text (T5: source -> target text)
+    target_column: str = "target"  # text2text: the column holding the target text
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        one_of("kind", self.kind, KINDS)
         if not self.tasks:
             raise ProbscaleError("no task given", "pass --task NAME or --data FILE")
         if not all(isinstance(t, TaskSpec) for t in self.tasks):

@@ -423,6 +423,19 @@ def _columns(rows, path, text_col, label_col, pair_col):
     return texts, labels, pairs
 
 
+_GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full", "examples", "texts", "pairs"}
+
+
+def task_name(path) -> str:
+    """What a task read from a file is called: the file's stem, or its folder's name when the stem only says
+    what the file is (``my_reviews/train.csv`` is the task ``my_reviews``, not ``train``)."""
+    p = Path(path).absolute()
+    stem = p.stem
+    if stem.lower().split("_")[0].split("-")[0] in _GENERIC_STEMS and p.parent.name:
+        return p.parent.name
+    return stem
+
+
 def load_local(train_path, eval_path=None, text_column="text", label_column="label", text_pair_column=None,
                max_train: int | None = None, name: str | None = None) -> TaskData:
     train_path = Path(train_path)
@@ -453,7 +466,7 @@ def load_local(train_path, eval_path=None, text_column="text", label_column="lab
         split = f"stratified {1 - EVAL_FRACTION:.0%}/{EVAL_FRACTION:.0%}, seed {SPLIT_SEED}"
     n_full = len(train)
     train = _cap_train(train, len(names), max_train)
-    return TaskData(name or train_path.stem, names, train, evs,
+    return TaskData(name or task_name(train_path), names, train, evs,
                     source={"builtin": False, "train_file": str(train_path), "eval_file": str(eval_path or ""),
                             "split": split, "train_available": n_full})
 

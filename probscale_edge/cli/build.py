@@ -10,6 +10,11 @@ from probscale_edge.cli.options import check_json_path, read_spec, task_specs, w
 from probscale_edge.config import TARGETS
 
 _OPTIONS = [
+    click.option("--kind", default="classify", show_default=True,
+                 help="classify | embed (a sentence-embedding bundle: the model as published, distilled; "
+                 "`--task embed` is the same) | text2text (T5: --text-column to --target-column)."),
+    click.option("--target-column", default="target", show_default=True,
+                 help="With --kind text2text: the column holding the target text."),
     click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
                  help="Built-in model name, local Hugging Face folder, or hub id (online)."),
     click.option("--target", default="arm64", show_default=True, help=f"One of {', '.join(TARGETS)}."),
@@ -89,9 +94,13 @@ def _options(f):
 
 
 def config_from_options(task, data, eval_path, spec_path, no_cache, **fields):
-    """The BuildConfig the options describe (every option but these five is a config field by name)."""
+    """The BuildConfig the options describe (every option but these five is a config field by name).
+    ``--task embed`` is ``--kind embed`` on the other tasks named (or --data, or the default task's texts)."""
     from probscale_edge.config import BuildConfig
 
+    if "embed" in task:
+        task = tuple(t for t in task if t != "embed")
+        fields["kind"] = "embed"
     return BuildConfig.create(tasks=task_specs(task, data, eval_path), use_cache=not no_cache,
                               spec=read_spec(spec_path) if spec_path else None, **fields)
 

@@ -17,6 +17,14 @@ __all__ = ["BuildConfig", "TaskSpec", "build", "default_output", "accuracy"]
 
 def build(cfg: BuildConfig, log=log_stderr) -> dict:
     """Run the whole pipeline; returns the manifest. Raises ProbscaleError on bad input (checked first)."""
+    if cfg.data.kind == "embed":  # sentence embeddings: the teacher is the model as published
+        from probscale_edge.pipeline.embed import build_embed
+
+        return build_embed(cfg, log)
+    if cfg.data.kind == "text2text":  # T5 encoder-decoder, source text -> target text
+        from probscale_edge.pipeline.text2text import build_text2text
+
+        return build_text2text(cfg, log)
     from probscale_edge import distributed as dist
     from probscale_edge.pipeline import convert, manifest, stages, student
     from probscale_edge.pipeline.run import prepare
