@@ -26,6 +26,7 @@ PRECISIONS = ("int8", "fp32")
 QUANT_MODES = ("dynamic", "static")
 COMPRESSION_BASES = ("total", "non-embedding")
 KINDS = ("classify", "embed", "text2text")
+SEARCHES = ("auto", "ladder", "single")
 
 
 def _flag(name: str) -> str:
@@ -172,14 +173,15 @@ class ProbeConfig(Config):
 class SelectConfig(Config):
     """Stage 2: the subnetwork under a budget (parameters, a compression ratio, or latency), or a given spec."""
 
-    budget: float = 1 / 3  # fraction of the encoder's non-embedding (layer) parameters kept
+    budget: float | None = None  # fraction of the layers' parameters kept (None: the ladder decides; 1/3 with
+    # --search single)
     compression: float | None = None  # instead: reach this many times fewer parameters (sets the budget)
     compression_basis: str = "total"  # what --compression counts: total | non-embedding parameters
     strategy: str = "probscale"  # probscale | bottom | top | random (layer choice)
     granularity: str = "unit"  # layer: whole layers only | unit: layers, then heads and FFN neurons
     layer_budget: float | None = None  # unit: budget for choosing layers (default layer_factor x budget)
     layer_factor: float = 2.0  # unit: layers are chosen under this multiple of the budget
-    prune_iterations: int = 1  # unit: heads and neurons removed in this many re-scored steps
+    prune_iterations: int | None = None  # unit: heads and neurons removed in this many re-scored steps (None: recipe)
     max_candidates: int = 6  # layer subsets checked by probing the composed subnetwork
     max_enumerate: int = 200_000  # exact enumeration limit
     max_latency_ms: float | None = None  # a latency budget (batch 1) instead of a parameter budget
@@ -187,7 +189,8 @@ class SelectConfig(Config):
     spec: dict | None = None  # cut this SubnetworkSpec instead of selecting one
 
     def __post_init__(self):
-        if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and 0 < self.budget <= 1):
+        if self.budget is not None and not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget)
+                                            and 0 < self.budget <= 1):
             raise ProbscaleError(f"--budget {self.budget} is not a fraction in (0, 1]",
                                  "pass the fraction of non-embedding parameters to keep, e.g. --budget 0.33")
         in_range("compression", self.compression, 1, 1000, lo_open=True, optional=True, example=5)
@@ -196,7 +199,7 @@ class SelectConfig(Config):
         one_of("granularity", self.granularity, GRANULARITIES)
         in_range("layer_budget", self.layer_budget, 0, 1, lo_open=True, optional=True, example=0.66)
         in_range("layer_factor", self.layer_factor, 1, example=2)
-        in_range("prune_iterations", self.prune_iterations, 1, 100, integer=True, example=8)
+        in_range("prune_iterations", self.prune_iterations, 1, 100, integer=True, optional=True, example=8)
         in_range("max_candidates", self.max_candidates, 1, integer=True, example=6)
         in_range("max_enumerate", self.max_enumerate, 1, integer=True, example=200000)
         in_range("max_latency_ms", self.max_latency_ms, 0, lo_open=True, optional=True, example=5)
@@ -210,18 +213,22 @@ class SelectConfig(Config):
 
             SubnetworkSpec.from_dict(self.spec)  # refuse a malformed spec now, not after the fine-tune
 
+    def pinned(self) -> bool:
+        """A size the user fixed: a budget, a compression ratio or a spec (then there is no ladder)."""
+        return self.budget is not None or self.compression is not None or self.spec is not None
+
 
 @dataclass(frozen=True)
 class PruneConfig(Config):
     """Stage 3: physical surgery, plus the embedding side (vocabulary, factorization)."""
 
-    trim_vocab: bool = False  # keep only the embedding rows the task's training text uses
+    trim_vocab: bool | None = None  # keep only the embedding rows the task's training text uses (None: recipe)
     vocab_min_count: int = 1  # a token must occur this often to be kept
-    embedding_rank: int | None = None  # low-rank (SVD) factorized word embedding
+    embedding_rank: int | None = None  # low-rank (SVD) factorized word embedding (None: recipe; 0: off)
 
     def __post_init__(self):
         in_range("vocab_min_count", self.vocab_min_count, 1, integer=True, example=1)
-        in_range("embedding_rank", self.embedding_rank, 1, 65536, integer=True, optional=True, example=64)
+        in_range("embedding_rank", self.embedding_rank, 0, 65536, integer=True, optional=True, example=64)
 
 
 @dataclass(frozen=True)
@@ -235,10 +242,10 @@ class RecoverConfig(Config):
     alpha: float = 0.5  # weight of the hard-label loss when distilling
     # hidden-state distillation: each kept student layer's output is pulled towards its teacher layer's;
     # this weight times the mean relative squared error over layers is added to the loss. 0: logits only.
-    distill_hidden: float = 0.0
+    distill_hidden: float | None = None  # None: the recipe's
     # augmented distillation: this many perturbed copies of every training example, labelled by the
     # teacher's logits only (see probscale_edge.augment). 0: the task's examples only.
-    augment: int = 0
+    augment: int | None = None  # None: the recipe's
     # early stopping: a stratified dev split held out of the training data is scored every ``eval_every``
     # epochs; the best weights are kept, training stops after ``patience`` scores without gain. 0: off.
     dev_fraction: float = 0.1
@@ -254,10 +261,10 @@ class RecoverConfig(Config):
         in_range("dev_fraction", self.dev_fraction, 0, 0.5, hi_open=True, example=0.1)
         in_range("eval_every", self.eval_every, 0, lo_open=True, example=0.5)
         in_range("patience", self.patience, 1, integer=True, example=3)
-        in_range("distill_hidden", self.distill_hidden, 0, example=1)
-        in_range("augment", self.augment, 0, 64, integer=True, example=4)
+        in_range("distill_hidden", self.distill_hidden, 0, optional=True, example=1)
+        in_range("augment", self.augment, 0, 64, integer=True, optional=True, example=4)
         for name in ("distill_hidden", "augment"):
-            if getattr(self, name) > 0 and self.recover_mode != "distill":
+            if (getattr(self, name) or 0) > 0 and self.recover_mode != "distill":
                 raise ProbscaleError(f"{_flag(name)} {getattr(self, name):g} with --recover-mode {self.recover_mode}",
                                      f"use {_flag(name)} together with --recover-mode distill")
 
@@ -298,6 +305,33 @@ class QuantizeConfig(Config):
 
 
 @dataclass(frozen=True)
+class GoalConfig(Config):
+    """What the app needs: the ladder build ships the smallest bundle that meets all of it."""
+
+    search: str = "auto"  # auto: the ladder unless --budget/--compression/--spec | ladder | single (one budget)
+    min_retention: float = 0.99  # share of the full fine-tuned model's dev accuracy every shipped rung keeps
+    max_size_mb: float | None = None  # bytes of the shipped model file, in MB (10^6 bytes)
+    ladder: tuple = (2.0, 3.0, 5.0, 8.0, 12.0, 16.0)  # rungs, in times fewer total parameters
+    best_effort: bool = False  # when the constraints cannot all be met, ship the closest rung (marked so)
+    time_budget: float | None = None  # minutes for the walk down the ladder (the rung in progress finishes)
+    rung_epochs: float = 1.0  # distillation epochs at each rung (and per candidate when a layer drop is tried)
+    layer_floor: float = 0.5  # no kept layer falls below this share of the average kept heads / neurons
+
+    def __post_init__(self):
+        object.__setattr__(self, "ladder", tuple(float(r) for r in self.ladder))
+        one_of("search", self.search, SEARCHES)
+        in_range("min_retention", self.min_retention, 0, 1, lo_open=True, example=0.99)
+        in_range("max_size_mb", self.max_size_mb, 0, lo_open=True, optional=True, example=5)
+        in_range("time_budget", self.time_budget, 0, lo_open=True, optional=True, example=20)
+        in_range("rung_epochs", self.rung_epochs, 0, 100, lo_open=True, example=1)
+        in_range("layer_floor", self.layer_floor, 0, 1, example=0.5)
+        if not self.ladder or any(not (math.isfinite(r) and r > 1) for r in self.ladder) \
+                or list(self.ladder) != sorted(set(self.ladder)):
+            raise ProbscaleError(f"--ladder {','.join(f'{r:g}' for r in self.ladder)} is not a rising list of "
+                                 "ratios above 1", "pass e.g. --ladder 2,3,5,8,12,16")
+
+
+@dataclass(frozen=True)
 class BundleConfig(Config):
     """The bundle: where it goes and what it ships besides the ONNX model."""
 
@@ -312,7 +346,7 @@ class BundleConfig(Config):
 
 _SECTIONS = {"source": SourceConfig, "data": DataConfig, "finetune": FinetuneConfig, "probe": ProbeConfig,
              "select": SelectConfig, "prune": PruneConfig, "recover": RecoverConfig, "export": ExportConfig,
-             "quantize": QuantizeConfig, "bundle": BundleConfig}
+             "quantize": QuantizeConfig, "goal": GoalConfig, "bundle": BundleConfig}
 
 
 @dataclass(frozen=True)
@@ -328,6 +362,7 @@ class BuildConfig(Config):
     recover: RecoverConfig = field(default_factory=RecoverConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    goal: GoalConfig = field(default_factory=GoalConfig)
     bundle: BundleConfig = field(default_factory=BundleConfig)
     target: str = "arm64"  # arm64 | x86_64 | android | avx2 | avx512 | avx512_vnni (quantization preset, formats)
     seed: int = 0  # one seed for every random choice (head init, batches, dev split, probes)
@@ -340,6 +375,16 @@ class BuildConfig(Config):
                 raise ProbscaleError(f"BuildConfig.{name} must be a {cls.__name__}", f"pass {name}={cls.__name__}(...)")
         one_of("target", self.target, TARGETS)
         in_range("seed", self.seed, 0, 2**32 - 1, integer=True, example=0)
+        if self.goal.search == "ladder" and self.select.pinned():
+            raise ProbscaleError("--search ladder with --budget, --compression or --spec",
+                                 "drop those (the ladder chooses the size), or pass --search single")
+
+    @property
+    def walks_ladder(self) -> bool:
+        """Whether this build walks the ladder (else: one budget, as given)."""
+        return self.goal.search == "ladder" or (self.goal.search == "auto" and not self.select.pinned()
+                                                 and self.select.granularity == "unit"
+                                                 and self.select.strategy == "probscale")
 
     @classmethod
     def create(cls, **flat) -> "BuildConfig":

@@ -226,13 +226,14 @@ def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_
 
 
 def iterative_allocate(model, tokenizer, tasks, weights, keep_layers, target_params, iterations: int,
-                       cfg: ImportanceConfig | None = None, log=None, cost_model: dict | None = None) -> dict:
+                       cfg: ImportanceConfig | None = None, log=None, cost_model: dict | None = None,
+                       min_heads: int = 1, min_neurons: int = 16) -> dict:
     """:func:`allocate` in ``iterations`` equal steps, re-scoring the masked network before each step.
 
     One-shot Fisher scores every unit in the full network, so two units that carry the same
     information both look important, or both look removable. Re-scoring after each step scores a
     unit given what is already gone (as TextPruner's iterative pruner and Kwon et al.'s mask search do).
-    ``iterations=1`` is the one-shot allocation.
+    ``iterations=1`` is the one-shot allocation. ``min_heads``/``min_neurons``: the floor of every kept layer.
     """
     log = log or (lambda *_: None)
     start = sum(layer_costs_in(model, keep_layers, cost_model).values())
@@ -242,7 +243,7 @@ def iterative_allocate(model, tokenizer, tasks, weights, keep_layers, target_par
         if cost_model is None:
             step_target = int(round(step_target))
         scores = unit_importance(model, tokenizer, tasks, weights, cfg, layer_ids=keep_layers, keep=kept)
-        al = allocate(model, keep_layers, scores, step_target, cost_model=cost_model)
+        al = allocate(model, keep_layers, scores, step_target, min_heads, min_neurons, cost_model=cost_model)
         if kept is not None:  # a unit once removed stays removed (it scores 0, so allocate drops it first)
             for kind in ("heads", "ffn"):
                 for li, ids in al[kind].items():

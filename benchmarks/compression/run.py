@@ -261,6 +261,8 @@ def plot(rep, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from probscale_edge.visual import plain_log_axis
+
     tasks = sorted({r["task"] for r in rep["rows"]})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.8), squeeze=False)
     marks = {"probscale": "o", "probscale-iter": "*", "bottom": "s", "random": "^", "textpruner": "D"}
@@ -268,17 +270,18 @@ def plot(rep, path):
         rs = [r for r in rep["rows"] if r["task"] == t]
         if rs:
             ax.axhline(rs[0]["teacher_accuracy"], color="k", lw=0.8, ls="--", label="teacher")
-            ax.scatter([rs[0]["full_total"]], [rs[0]["teacher_accuracy"]], c="k", marker="*", s=80)
+            ax.scatter([rs[0]["full_total"] / 1e6], [rs[0]["teacher_accuracy"]], c="k", marker="*", s=80)
         for m in METHODS:
-            pts = sorted((r["total"], r["accuracy_bundle"]) for r in rs if r["method"] == m)
+            pts = sorted((r["total"] / 1e6, r["accuracy_bundle"]) for r in rs if r["method"] == m)
             if pts:
-                ax.plot(*zip(*pts), marker=marks[m], label=m)
-        ax.set_xscale("log")
+                ax.plot(*zip(*pts), marker=marks[m], label=m, color=f"C{METHODS.index(m)}")  # one colour per method
+        plain_log_axis(ax, [r["total"] / 1e6 for r in rs] + [r["full_total"] / 1e6 for r in rs[:1]])  # plain ticks
         ax.set_title(t)
-        ax.set_xlabel("total parameters")
+        ax.set_xlabel("total parameters (millions)")
         ax.set_ylabel("accuracy (int8 bundle)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    legend = {n: h for ax in axes[0] for h, n in zip(*ax.get_legend_handles_labels())}  # every method, not panel 1's
+    axes[0][0].legend(legend.values(), legend.keys(), fontsize=8)
     fig.suptitle(f"{rep['model']}: accuracy against size")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -240,18 +240,25 @@ def _plot(rep, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from probscale_edge.visual import place_labels, plain_log_axis
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = []
     for ax, key, label in ((axes[0], "bytes", "model bytes (MB)"), (axes[1], "p50_ms", "p50 latency (ms), batch 1")):
+        at = {}  # rows at one point (same size and accuracy) share one label: "(a) (b)"
         for r in rep["rows"]:
             x = r[key] / 1e6 if key == "bytes" else r[key]
             ax.scatter(x, r["accuracy"], s=40, color="tab:red" if r["id"].startswith("d") else "tab:blue")
-            ax.annotate(f"({r['id']})", (x, r["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.set_xscale("log")
+            at.setdefault((x, r["accuracy"]), []).append(f"({r['id']})")
+        labels.append([(x, y, " ".join(ids)) for (x, y), ids in at.items()])
+        plain_log_axis(ax, [x for x, _ in at])  # plain ticks (2, 5, 10, 20), minor labels off
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{rep['task']}: accuracy against size and latency (blue: full model, red: bundles)")
     fig.tight_layout()
+    for ax, items in zip(axes, labels):  # once the layout is final: labels that overlap neither points nor labels
+        place_labels(ax, items)
     fig.savefig(path, dpi=120)
 
 

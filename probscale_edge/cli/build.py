@@ -18,8 +18,26 @@ _OPTIONS = [
     click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
                  help="Built-in model name, local Hugging Face folder, or hub id (online)."),
     click.option("--target", default="arm64", show_default=True, help=f"One of {', '.join(TARGETS)}."),
-    click.option("--budget", type=float, default=1 / 3, show_default="0.333",
-                 help="Fraction of the non-embedding parameters kept."),
+    click.option("--min-retention", type=float, default=0.99, show_default=True,
+                 help="Share of the full fine-tuned model's accuracy the bundle keeps (on a dev split held out of the "
+                 "training data): the build ships the smallest rung of its ladder that does."),
+    click.option("--max-size-mb", type=float, default=None, help="Largest shipped model file, in MB (10^6 bytes)."),
+    click.option("--ladder", type=str, default=None, callback=lambda c, p, v: _ratios(v),
+                 help="The sizes the build tries, in times fewer total parameters (default 2,3,5,8,12,16)."),
+    click.option("--best-effort", is_flag=True, help="When no rung meets every constraint, ship the closest one "
+                 "(marked so in the manifest) instead of failing."),
+    click.option("--time-budget", type=float, default=None, help="Minutes for the walk down the ladder."),
+    click.option("--rung-epochs", type=float, default=1.0, show_default=True, help="Distillation epochs per rung."),
+    click.option("--layer-floor", type=float, default=0.5, show_default=True,
+                 help="No kept layer falls below this share of the average kept heads and neurons."),
+    click.option("--search", default="auto", show_default=True,
+                 help="auto: the ladder unless --budget/--compression/--spec fix the size | ladder | single."),
+    click.option("--recipe", "recipe_path", type=click.Path(), default=None,
+                 help="Replay a recipe (TOML or YAML: `probscale-edge recipe BUNDLE` prints one); flags given "
+                 "on the command line win."),
+    click.option("--budget", type=float, default=None,
+                 help="One size instead of the ladder: fraction of the layers' parameters kept (1/3 with --search "
+                 "single)."),
     click.option("--strategy", default="probscale", show_default=True, help="probscale | bottom | top | random"),
     click.option("--granularity", default="unit", show_default=True,
                  help="layer: whole layers only | unit: layers, then attention heads and FFN neurons (Fisher)."),
@@ -28,7 +46,7 @@ _OPTIONS = [
     click.option("--layer-factor", type=float, default=2.0, show_default=True,
                  help="With --granularity unit: layers are chosen under this multiple of --budget, then cut by heads "
                  "and neurons (large values keep every layer and cut only units: best at 5x+ compression)."),
-    click.option("--prune-iterations", type=int, default=1, show_default=True,
+    click.option("--prune-iterations", type=int, default=None, show_default="the recipe's: 2 per rung, else 1",
                  help="With --granularity unit: remove heads and neurons in this many steps, re-scoring the remaining "
                  "network before each (1: one-shot)."),
     click.option("--spec", "spec_path", type=click.Path(), default=None,
@@ -40,10 +58,12 @@ _OPTIONS = [
     click.option("--latency-table", type=click.Path(), default=None,
                  help="With --max-latency-ms: the table `probscale-edge latency-table` wrote on/for the target "
                  "(default: measure one on this machine)."),
-    click.option("--trim-vocab", is_flag=True, help="Keep only the vocabulary the task's training text uses "
-                 "(rewrites the tokenizer; WordPiece models)."),
+    click.option("--trim-vocab/--no-trim-vocab", default=None, help="Keep only the vocabulary the task's training "
+                 "text uses (rewrites the tokenizer; WordPiece models). Default: the recipe's (on for ladder builds "
+                 "of WordPiece models)."),
     click.option("--embedding-rank", type=int, default=None,
-                 help="Factorize the word embedding to this rank (truncated SVD, then trained with the student)."),
+                 help="Factorize the word embedding to this rank (truncated SVD, then trained with the student); 0: "
+                 "off. Default: the recipe's (a sixth of the width in ladder builds)."),
     click.option("--compression", type=float, default=None,
                  help="Total-parameter ratio to reach, e.g. 5 for 5x fewer (sets --budget from the embedding's size)."),
     click.option("--compression-basis", default="total", show_default=True,
@@ -54,10 +74,10 @@ _OPTIONS = [
     click.option("--student-epochs", type=float, default=None, help="Recovery epochs (default: --epochs)."),
     click.option("--dev-fraction", type=float, default=0.1, show_default=True,
                  help="Training data held out for early stopping of the recovery (0: off)."),
-    click.option("--distill-hidden", type=float, default=0.0, show_default=True,
+    click.option("--distill-hidden", type=float, default=None, show_default="the recipe's: 1 in ladder builds, else 0",
                  help="With --recover-mode distill: weight of hidden-state distillation (each kept layer's output "
                  "pulled towards its teacher layer's; e.g. 1). 0: logits only."),
-    click.option("--augment", type=int, default=0, show_default=True,
+    click.option("--augment", type=int, default=None, show_default="the recipe's: 2 in ladder builds, else 0",
                  help="With --recover-mode distill: perturbed copies of each training example (masked words, "
                  "embedding neighbours, spans), labelled by the teacher's logits; e.g. 4. 0: the task's examples only."),
     click.option("--batch-size", type=int, default=32, show_default=True,
@@ -93,11 +113,32 @@ def _options(f):
     return with_data(f)
 
 
-def config_from_options(task, data, eval_path, spec_path, no_cache, **fields):
-    """The BuildConfig the options describe (every option but these five is a config field by name).
+def _ratios(v):
+    if v is None:
+        return None
+    try:
+        return tuple(float(x) for x in v.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{v!r} is not a comma-separated list of ratios, e.g. 2,3,5,8") from None
+
+
+def _with_recipe(recipe_path, fields: dict) -> dict:
+    """The recipe file's values for the fields the command line left at their defaults."""
+    from probscale_edge.recipe import load
+
+    ctx = click.get_current_context()
+    given = {k for k in fields if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)}
+    return {**fields, **{k: v for k, v in load(recipe_path).items() if k not in given}}
+
+
+def config_from_options(task, data, eval_path, spec_path, no_cache, recipe_path=None, **fields):
+    """The BuildConfig the options describe (every option but these six is a config field by name).
     ``--task embed`` is ``--kind embed`` on the other tasks named (or --data, or the default task's texts)."""
     from probscale_edge.config import BuildConfig
 
+    fields = {k: v for k, v in fields.items() if not (k == "ladder" and v is None)}
+    if recipe_path:
+        fields = _with_recipe(recipe_path, fields)
     if "embed" in task:
         task = tuple(t for t in task if t != "embed")
         fields["kind"] = "embed"
@@ -126,3 +167,27 @@ def build(json_path, **options):
     print_summary(manifest)
     if json_path:
         write_json_out({"summary": summary_rows(manifest), "manifest": manifest}, json_path)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--yaml", "as_yaml", is_flag=True, help="Print YAML instead of TOML.")
+@click.option("-o", "--output", type=click.Path(), default=None, help="Write the recipe to this file.")
+def recipe(bundle, as_yaml, output):
+    """Print the recipe a bundle was built with (replay it with `build --recipe FILE`)."""
+    from probscale_edge.recipe import of_bundle, to_toml
+
+    values = of_bundle(bundle)
+    if as_yaml:
+        import yaml
+
+        text = yaml.safe_dump({"recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()
+                                          if v is not None}}, sort_keys=False)
+    else:
+        text = to_toml(values)
+    if output:
+        from pathlib import Path
+
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)

@@ -26,23 +26,30 @@ def build(cfg: BuildConfig, log=log_stderr) -> dict:
 
         return build_text2text(cfg, log)
     from probscale_edge import distributed as dist
-    from probscale_edge.pipeline import convert, manifest, stages, student
+    from probscale_edge.pipeline import convert, ladder, manifest, stages, student
     from probscale_edge.pipeline.run import prepare
     from probscale_edge.pipeline.store import Staging
 
     run = prepare(cfg, log)
     with Staging(run.out, cfg.bundle.force) as staging:  # locks the output for the whole build
         teacher = stages.teacher(run)
-        layer_budget = stages.budget(run, teacher)
-        table = stages.latency_table(run, teacher)
-        report, probe_key = stages.probe(run, teacher)
-        selection, select_key = stages.select(run, teacher, report, probe_key, layer_budget, table)
-        pruned = student.student(run, teacher, selection, select_key, staging.work)
+        if run.cfg.walks_ladder:  # the size is found: the smallest rung that meets the constraints
+            report, _ = stages.probe(run, teacher)
+            selection, pruned = ladder.student(run, teacher, report, staging.work)
+            layer_budget = selection.kept_fraction
+        else:  # one size, as given
+            layer_budget = stages.budget(run, teacher)
+            table = stages.latency_table(run, teacher)
+            report, probe_key = stages.probe(run, teacher)
+            selection, select_key = stages.select(run, teacher, report, probe_key, layer_budget, table)
+            pruned = student.student(run, teacher, selection, select_key, staging.work)
         if not dist.is_main():  # the other ranks' work (training, sharded forward passes) ends here
             return {"rank": dist.rank(), "world_size": dist.world_size(), "accuracy": pruned.accuracy,
                     "teacher_accuracy": teacher.accuracy}
         exported = convert.export(run, pruned, staging.work)
         gate = convert.quantize(run, pruned, exported, staging.work)
+        if run.cfg.walks_ladder:
+            ladder.check_shipped(run, staging.work / "model.onnx")
         convert.mobile(run, pruned, exported, gate, staging.work)
         convert.tflite(run, pruned, exported, staging.work)
         return manifest.write_bundle(run, teacher, selection, pruned, exported, gate, staging.work, layer_budget,

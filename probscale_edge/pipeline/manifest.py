@@ -78,7 +78,8 @@ def manifest(run: Run, t: Teacher, sel: Selection, s: Student, x: Exported, q: d
                          "max_length": {k: v for k, v in (run.lengths or {}).items() if k != "stored_dtype"},
                          # ALBERT: one layer shared by all depths, copied per depth so depths can differ
                          "layers_untied": getattr(t.model.encoder.config, "probscale_shared_layout", None)
-                         if getattr(t.model.encoder.config, "probscale_untied", False) else None},
+                         if getattr(t.model.encoder.config, "probscale_untied", False) else None,
+                         **_original_shape(t.model)},
         "task": run.task.summary(),
         "target": cfg.target,
         "labels": run.task.label_names,
@@ -111,10 +112,17 @@ def manifest(run: Run, t: Teacher, sel: Selection, s: Student, x: Exported, q: d
                   "pruned_onnx_fp32_bytes": x.fp32_path.stat().st_size,
                   "bundle_model_bytes": (stage / model_file).stat().st_size},
         "stages": _stage_reports(st),
+        "recipe": run.recipe,
+        "ladder": run.ladder,
         "build_config": cfg.to_dict(),
         "tool_versions": tool_versions(),
         "build_seconds": None,
     }
+
+
+def _original_shape(model) -> dict:
+    shapes = model.layer_shapes()
+    return {"num_layers": len(shapes), "num_heads": shapes[0]["heads"], "ffn_size": shapes[0]["ffn"]}
 
 
 def _stage_reports(st: dict) -> dict:
@@ -186,6 +194,9 @@ def write_bundle(run: Run, t: Teacher, sel: Selection, s: Student, x: Exported, 
     m = write_manifest(stage, manifest(run, t, sel, s, x, q, stage, model_file, layer_budget))
     m.update(latency_lines(run, t, stage, sel))
     m["build_seconds"] = round(time.time() - run.t_start, 1)
+    from probscale_edge.visual import write_report
+
+    write_report(m, stage)  # report.html and pareto.png, listed and checksummed by the manifest below
     m = write_manifest(stage, m)
     staging.publish(stage)
     run.log(f"bundle written to {run.out}")

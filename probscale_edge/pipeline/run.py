@@ -63,6 +63,9 @@ class Run:
     stages: dict = field(default_factory=dict)
     t_start: float = field(default_factory=time.time)
     lengths: dict | None = None  # the teacher stage's decision: {"cap", "model", "tokenizer", "used"}
+    recipe: dict | None = None  # probscale_edge.recipe.resolve: the values and who decided each
+    dev: object = None  # ladder builds: the dev split held out of the training data
+    ladder: dict | None = None  # ladder builds: every rung and the choice (the manifest's "ladder")
 
     @property
     def task(self):
@@ -123,12 +126,29 @@ def prepare(cfg: BuildConfig, log) -> Run:
     if Path(cfg.source.model).exists():
         inputs.append(Path(cfg.source.model))
     check_output(out, cfg, inputs + [cache_dir()])
-    run = Run(cfg, log, out)
-    run.src = resolve_model(cfg.source.model, log=log)
-    if isinstance(run.src, Path):
-        check_model_folder(run.src, allow_pickle=cfg.source.allow_pickle)
+    from probscale_edge.recipe import resolve
+
+    src = resolve_model(cfg.source.model, log=log)
+    if isinstance(src, Path):
+        check_model_folder(src, allow_pickle=cfg.source.allow_pickle)
+    cfg, recipe = resolve(cfg, src)  # every field the recipe decides is concrete from here on
+    run = Run(cfg, log, out, src, recipe=recipe)
     run.tasks = _load_tasks(cfg, log)
+    if cfg.walks_ladder:  # the rungs are judged on a dev split the teacher never trains on
+        run.dev = _hold_out_dev(run.task, cfg.recover.dev_fraction or 0.1, cfg.seed, log)
     return run
+
+
+def _hold_out_dev(task, fraction: float, seed: int, log):
+    """Move a stratified ``fraction`` of the task's training examples (at least 2 per class) into a dev split."""
+    from probscale_edge.data import stratified_sample
+
+    n = max(2 * task.num_labels, int(round(fraction * len(task.train))))
+    dev_idx = set(stratified_sample(task.train.labels, n, seed=seed))
+    dev = task.train.subset(sorted(dev_idx))
+    task.train = task.train.subset([i for i in range(len(task.train)) if i not in dev_idx])
+    log(f"  dev split for the ladder: {len(dev)} examples held out of training (the eval split stays for the report)")
+    return dev
 
 
 def _load_tasks(cfg: BuildConfig, log) -> list:

@@ -54,7 +54,8 @@ def teacher(run: Run) -> Teacher:
         run.log(f"  inputs truncated to {run.lengths['used']} tokens (the model takes {run.lengths['model']}, its "
                 f"tokenizer {run.lengths['tokenizer']}; --max-length {cfg.source.max_length})")
     full = EncoderClassifier(encoder, task.num_labels, pooling=cfg.source.pooling)
-    check_budget(cfg.select.budget, layer_costs(full), cfg.select.granularity)
+    if cfg.select.budget is not None:
+        check_budget(cfg.select.budget, layer_costs(full), cfg.select.granularity)
     dist.init()
     runner = [] if not dist.active() else [dist.world_size(), dist.device().type]  # DDP results differ slightly
     key = content_key("teacher-v2", model_fingerprint(run.src), task.fingerprint(), cfg.source.to_dict(),
@@ -85,7 +86,8 @@ def _finetuned_teacher(run: Run) -> Teacher:
     cfg, task, t0 = run.cfg, run.task, time.time()
     model, tokenizer, info = finetuned_classifier(run.src, task.label_names, cfg.source.allow_unused_weights)
     run.lengths = {**length_limits(model.encoder, tokenizer, cfg.source.max_length), "stored_dtype": stored_dtype(run.src)}
-    check_budget(cfg.select.budget, layer_costs(model), cfg.select.granularity)
+    if cfg.select.budget is not None:
+        check_budget(cfg.select.budget, layer_costs(model), cfg.select.granularity)
     dist.init()
     run.log(f"{run.src} is a fine-tuned {info['architecture']}: it is the teacher as it is (labels {info['labels']} "
             f"mapped to {task.label_names}); no fine-tune")

@@ -66,7 +66,19 @@ def prune(run: Run, t: Teacher, selection: Selection, folder: Path):
     cfg = run.cfg
     fault("prune")
     t0 = time.time()
-    model, tok = apply_spec(t.model, selection.spec), t.tokenizer
+    model, tok = embedding_side(run, t, apply_spec(t.model, selection.spec))
+    diff = reload_diff(run, model, tok, selection, folder) if dist.is_main() else 0.0
+    run.stages["prune"] = {"reload_max_abs": diff, "parameters": model.param_counts(),
+                           "layer_shapes": model.layer_shapes(), "seconds": round(time.time() - t0, 1)}
+    run.log(f"[{'PASS' if diff <= 1e-5 else 'FAIL'}] pruned model saves and reloads: max |Δlogit| {diff:.1e}")
+    if diff > 1e-5:
+        raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model family")
+    return model, tok
+
+
+def embedding_side(run: Run, t: Teacher, model):
+    """The vocabulary and embedding options on a cut copy of the teacher (in place) -> (model, its tokenizer)."""
+    cfg, tok = run.cfg, t.tokenizer
     if cfg.prune.trim_vocab:
         from probscale_edge.vocab import trim_vocabulary
 
@@ -82,16 +94,10 @@ def prune(run: Run, t: Teacher, selection: Selection, folder: Path):
         run.stages["embedding"] = asdict(frep)
         run.log(f"  word embedding factorized to rank {frep.rank}: {frep.params_before:,} -> {frep.params_after:,} "
                 f"parameters (relative error {frep.relative_error:.3f}, {frep.energy_kept:.1%} of the energy)")
-    diff = _reload_diff(run, model, tok, selection, folder) if dist.is_main() else 0.0
-    run.stages["prune"] = {"reload_max_abs": diff, "parameters": model.param_counts(),
-                           "layer_shapes": model.layer_shapes(), "seconds": round(time.time() - t0, 1)}
-    run.log(f"[{'PASS' if diff <= 1e-5 else 'FAIL'}] pruned model saves and reloads: max |Δlogit| {diff:.1e}")
-    if diff > 1e-5:
-        raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model family")
     return model, tok
 
 
-def _reload_diff(run: Run, model, tok, selection: Selection, folder: Path) -> float:
+def reload_diff(run: Run, model, tok, selection: Selection, folder: Path) -> float:
     """Files are rank 0's (transformers saves on rank 0 only, too)."""
     from probscale_edge.modeling import load_classifier, save_classifier
 

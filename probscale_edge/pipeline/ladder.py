@@ -1,0 +1,376 @@
+"""The ladder: one progressive prune-and-distill run down a ladder of sizes, each rung scored on the dev split.
+
+The student starts as the teacher with the recipe's embedding side (trimmed vocabulary, factorized embedding).
+At every rung (``--ladder``, times fewer total parameters than the full model) it is cut to the rung's size
+and distilled from the teacher. Two cuts compete at each rung, both from the same student and both given the
+same short distillation: width only (heads and FFN neurons, Fisher-ranked, re-scored, with a per-layer
+floor) and the probes' choice, which drops the kept layer that adds the least task information (its probe
+gain) and cuts the rest in width. The better one on the dev split goes on. Each rung is snapshotted, exported
+to int8 ONNX and measured (bytes, p50 at batch 1 and 1 thread). The walk stops at the first rung below
+``--min-retention`` (or out of ``--time-budget``); the smallest rung that meets every constraint ships.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from probscale_edge.errors import ProbscaleError
+from probscale_edge.pipeline.run import Run
+from probscale_edge.pipeline.stages import Teacher, accuracy
+from probscale_edge.specs import ProbeReport, Selection, SubnetworkSpec
+
+PROBE_SHARE = 0.25  # the share of a rung's epochs both candidates get before the better one goes on
+
+
+@dataclass
+class Lineage:
+    """Which units of the original model the student's units are: layer i of the student is original layer
+    ``layers[i]``; its heads and FFN neurons are ``heads[i]`` / ``ffn[i]`` of that layer."""
+
+    layers: list
+    heads: list
+    ffn: list
+
+    @classmethod
+    def of(cls, model) -> "Lineage":
+        shapes = model.layer_shapes()
+        return cls(list(range(len(shapes))), [list(range(s["heads"])) for s in shapes],
+                   [list(range(s["ffn"])) for s in shapes])
+
+    def cut(self, spec: SubnetworkSpec) -> "Lineage":
+        """The lineage after cutting ``spec`` (indices relative to the current student)."""
+        out = Lineage([], [], [])
+        for k in spec.keep_layers:
+            out.layers.append(self.layers[k])
+            out.heads.append([self.heads[k][h] for h in spec.heads.get(str(k), range(len(self.heads[k])))])
+            out.ffn.append([self.ffn[k][j] for j in spec.ffn.get(str(k), range(len(self.ffn[k])))])
+        return out
+
+    def spec(self, full_shapes) -> SubnetworkSpec:
+        """The student as a spec of the original model."""
+        heads = {str(o): h for o, h in zip(self.layers, self.heads) if len(h) < full_shapes[o]["heads"]}
+        ffn = {str(o): f for o, f in zip(self.layers, self.ffn) if len(f) < full_shapes[o]["ffn"]}
+        return SubnetworkSpec(list(self.layers), heads, ffn)
+
+
+@dataclass
+class Rung:
+    model: object
+    lineage: Lineage
+    record: dict
+
+
+@dataclass
+class Walk:
+    """The ladder's outcome: every rung's record, the chosen rung (None: none met the constraints)."""
+
+    rungs: list = field(default_factory=list)
+    chosen: int | None = None
+    stopped: str = ""
+    full: dict = field(default_factory=dict)
+    uncut_int8: dict | None = None
+    best_effort: bool = False
+
+
+def _train(run: Run, t: Teacher, model, tok, data, epochs: float, lineage: Lineage) -> dict:
+    """Distil ``model`` in place for ``epochs`` on the (augmented) training rows, hidden states included."""
+    from probscale_edge.recover import HiddenDistill, TrainSettings, train_classifier
+
+    cfg = run.cfg
+    ts = replace(TrainSettings.of(cfg.finetune, cfg.recover, run.max_length, cfg.seed), epochs=epochs,
+                 student_epochs=None, dev_fraction=0.0, checkpoint_every=0)
+    hidden = HiddenDistill(t.model, t.tokenizer, lineage.layers) if ts.hidden_weight > 0 else None
+    split, logits = data
+    return train_classifier(model, tok, split, ts, teacher_logits=logits, lr=ts.student_lr,
+                            progress_desc="ladder (distill)", hidden_teacher=hidden)
+
+
+def _dev_accuracy(run: Run, model, tok) -> float:
+    from probscale_edge.modeling import predict_logits
+
+    d = run.dev
+    return accuracy(predict_logits(model, tok, d.texts, d.pairs, max_length=run.max_length), d.labels)
+
+
+def _width_cut(run: Run, model, tok, target: int, layer_ids=None) -> SubnetworkSpec:
+    """Heads and neurons of ``layer_ids`` (default: all) to ``target`` layer parameters, re-scored in steps,
+    no layer under the floor (a share of the average kept width)."""
+    from probscale_edge.importance import ImportanceConfig, iterative_allocate
+
+    shapes = model.layer_shapes()
+    keep = list(range(len(shapes))) if layer_ids is None else list(layer_ids)
+    icfg = ImportanceConfig(max_length=run.max_length, seed=run.cfg.seed)
+    total = sum(sum(p.numel() for p in model.adapter.layers(model.encoder)[i].parameters()) for i in keep)
+    share = min(1.0, target / max(1, total))
+    floor = run.cfg.goal.layer_floor * share
+    min_heads = max(1, int(floor * max(s["heads"] for s in shapes)))
+    min_neurons = max(16, int(floor * max(s["ffn"] for s in shapes)))
+    al = iterative_allocate(model, tok, [run.task], [1.0], keep, target, run.cfg.select.prune_iterations, cfg=icfg,
+                            min_heads=min_heads, min_neurons=min_neurons)
+    return SubnetworkSpec(keep, al["heads"], al["ffn"])
+
+
+def _weakest_layer(report: ProbeReport, lineage: Lineage) -> int:
+    """The student layer whose original layer adds the least task information (its probe gain)."""
+    from probscale_edge.select import gains
+
+    g = gains(report.weighted)
+    return min(range(len(lineage.layers)), key=lambda i: (g[lineage.layers[i]], -lineage.layers[i]))
+
+
+def _layer_target(model, target_total: float) -> int:
+    """Layer parameters that leave ``model`` at ``target_total`` parameters (embedding and head as they are)."""
+    layers = sum(p.numel() for layer in model.adapter.layers(model.encoder) for p in layer.parameters())
+    return int(target_total - (model.param_counts()["total"] - layers))
+
+
+def _candidates(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, target_total: float) -> list:
+    """[(action, model, lineage)]: width only, and (two or more layers kept) the probes' layer drop."""
+    from probscale_edge.prune import apply_spec
+
+    out = []
+    target = _layer_target(cur.model, target_total)
+    if target <= 0:
+        return out
+    spec = _width_cut(run, cur.model, tok, target)
+    out.append(("width", apply_spec(cur.model, spec), cur.lineage.cut(spec)))
+    if len(cur.lineage.layers) >= 2:
+        weak = _weakest_layer(report, cur.lineage)
+        rest = [i for i in range(len(cur.lineage.layers)) if i != weak]
+        spec = _width_cut(run, cur.model, tok, target, rest)
+        out.append((f"drop layer {cur.lineage.layers[weak]}", apply_spec(cur.model, spec), cur.lineage.cut(spec)))
+    return out
+
+
+def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, ratio: float) -> Rung | None:
+    """One rung: the candidates' short distillation, the better one distilled on; None: no room left."""
+    target_total = t.model.param_counts()["total"] / ratio
+    cands = _candidates(run, t, report, cur, tok, target_total)
+    if not cands:
+        return None
+    epochs = run.cfg.goal.rung_epochs
+    scored = []
+    for action, model, lineage in cands:
+        _train(run, t, model, tok, data, epochs * PROBE_SHARE if len(cands) > 1 else epochs, lineage)
+        scored.append((_dev_accuracy(run, model, tok), action, model, lineage))
+    # ties go to the layer drop: fewer sequential steps are what batch-1 latency on a phone pays for
+    best = max(scored, key=lambda s: (s[0], s[1] != "width"))
+    width_acc = next(s[0] for s in scored if s[1] == "width")
+    _, action, model, lineage = best
+    if len(cands) > 1:
+        _train(run, t, model, tok, data, epochs * (1 - PROBE_SHARE), lineage)
+    counts = model.param_counts()
+    rec = {"target_ratio": ratio, "ratio_total": t.model.param_counts()["total"] / counts["total"],
+           "total_params": counts["total"], "non_embedding_params": counts["non_embedding"],
+           "dev_accuracy": _dev_accuracy(run, model, tok), "action": action,
+           "width_only_dev_accuracy": width_acc, "candidates": {s[1]: s[0] for s in scored},
+           "layers": len(lineage.layers), "layer_shapes": model.layer_shapes()}
+    return Rung(model, lineage, rec)
+
+
+def measure(run: Run, model, tok, folder: Path, runs: int = 30, eval_accuracy: bool = False) -> dict:
+    """int8 ONNX of ``model`` (the target's preset) through the runtime: bytes, and the p50 at batch 1, 1 thread,
+    on the bench sentence (``eval_accuracy``: also its accuracy on the eval split)."""
+    import numpy as np
+
+    from probscale_edge.converters.onnx_export import export_onnx
+    from probscale_edge.converters.quantize import PRESETS, quantize_dynamic_int8
+    from probscale_edge.runtime.bench import DEFAULT_TEXT
+    from probscale_edge.runtime.predictor import Predictor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
+    export_onnx(model, tok, fp32, run.cfg.export, max_length=run.max_length)
+    quantize_dynamic_int8(fp32, int8, PRESETS[run.cfg.target])
+    tok.save_pretrained(str(folder / "tokenizer"))
+    pred = Predictor.from_files(int8, folder / "tokenizer" / "tokenizer.json", run.task.label_names, run.max_length,
+                                int(tok.pad_token_id or 0), threads=1)
+    for _ in range(5):
+        pred.predict([DEFAULT_TEXT])
+    ms = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        pred.predict([DEFAULT_TEXT])
+        ms.append((time.perf_counter() - t0) * 1000)
+    out = {"bytes": int8.stat().st_size, "fp32_bytes": fp32.stat().st_size, "p50_ms": float(np.median(ms))}
+    if eval_accuracy:
+        e = run.task.eval
+        out["int8_eval_accuracy"] = pred.accuracy(e.texts, e.labels, e.pairs)
+    fp32.unlink()
+    return out
+
+
+def _meets(run: Run, rec: dict) -> dict:
+    g, sc = run.cfg.goal, run.cfg.select
+    return {"retention": rec["retention"] >= g.min_retention,
+            "size": None if g.max_size_mb is None else rec["bytes"] <= g.max_size_mb * 1e6,
+            "latency": None if sc.max_latency_ms is None else rec["p50_ms"] <= sc.max_latency_ms}
+
+
+def _log_rung(run: Run, rec: dict) -> None:
+    ok = all(v is not False for v in rec["meets"].values())
+    run.log(f"  rung {rec['rung']}: {rec['target_ratio']:g}x -> {rec['ratio_total']:.2f}x total, "
+            f"{rec['non_embedding_params']:,} non-embedding, {rec['bytes'] / 1e6:.2f} MB, p50 {rec['p50_ms']:.2f} ms, "
+            f"dev {rec['dev_accuracy']:.4f} ({rec['retention']:.1%}), eval {rec['eval_accuracy']:.4f}, {rec['action']} "
+            f"(width only: {rec['width_only_dev_accuracy']:.4f}) [{'meets' if ok else 'misses'}] "
+            f"{rec['seconds']:.0f} s")
+
+
+def _distill_data(run: Run, t: Teacher):
+    """The training rows and the teacher's logits for them, augmented once for the whole walk."""
+    split, logits = run.task.train, t.train_logits
+    if run.cfg.recover.augment:
+        from probscale_edge.augment import AugmentConfig, Augmenter
+
+        aug = Augmenter(t.model, t.tokenizer, AugmentConfig(copies=run.cfg.recover.augment, seed=run.cfg.seed),
+                        run.max_length, log=run.log)
+        split, logits, rep = aug.expand(split, logits)
+        run.stages["augment"] = asdict(rep)
+    return split, logits
+
+
+def walk(run: Run, t: Teacher, report: ProbeReport, work: Path) -> tuple[Walk, Rung | None, object]:
+    """Walk down the ladder -> (the walk, the chosen rung, the student's tokenizer)."""
+    from probscale_edge.pipeline.student import embedding_side
+
+    g, t0 = run.cfg.goal, time.time()
+    full_dev = _dev_accuracy(run, t.model, t.tokenizer)
+    sizes, uncut = _full_sizes(run, t, work)
+    w = Walk(full={"dev_accuracy": full_dev, "eval_accuracy": t.accuracy,
+                   "total_params": t.model.param_counts()["total"], **sizes}, uncut_int8=uncut)
+    model, tok = embedding_side(run, t, copy.deepcopy(t.model))
+    cur, data, kept = Rung(model, Lineage.of(model), {}), _distill_data(run, t), []
+    run.log(f"walking the ladder {', '.join(f'{r:g}x' for r in g.ladder)} (floor {g.min_retention:.1%} of the full "
+            f"model's dev accuracy {full_dev:.4f}) ...")
+    for i, ratio in enumerate(g.ladder, 1):
+        if g.time_budget is not None and time.time() - run.t_start > g.time_budget * 60:
+            w.stopped = f"the time budget ({g.time_budget:g} min) ran out before rung {i} ({ratio:g}x)"
+            break
+        r0 = time.time()
+        nxt = _climb(run, t, report, cur, tok, data, ratio)
+        if nxt is None:
+            w.stopped = f"rung {i} ({ratio:g}x) leaves no room for any layer next to the embedding"
+            break
+        rec = nxt.record
+        rec.update(rung=i, retention=rec["dev_accuracy"] / full_dev if full_dev else 0.0,
+                   eval_accuracy=_eval_accuracy(run, nxt.model, tok), **measure(run, nxt.model, tok, work / f"rung{i}"))
+        rec["meets"], rec["seconds"] = _meets(run, rec), round(time.time() - r0, 1)
+        kept.append(nxt)
+        w.rungs.append(rec)
+        _log_rung(run, rec)
+        cur = nxt
+        if not rec["meets"]["retention"]:
+            w.stopped = f"rung {i} ({ratio:g}x) fell below the retention floor"
+            break
+    else:
+        w.stopped = "the ladder's last rung was reached"
+    return w, _choose(run, w, kept), tok
+
+
+def _eval_accuracy(run: Run, model, tok) -> float:
+    from probscale_edge.modeling import predict_logits
+
+    e = run.task.eval
+    return accuracy(predict_logits(model, tok, e.texts, e.pairs, max_length=run.max_length), e.labels)
+
+
+def _full_sizes(run: Run, t: Teacher, work: Path) -> tuple[dict, dict]:
+    """The full model's fp32 bytes, and the uncut int8 model's bytes, p50 and eval accuracy (the peers)."""
+    m = measure(run, t.model, t.tokenizer, work / "full", eval_accuracy=True)
+    return {"bytes": m["fp32_bytes"]}, {"eval_accuracy": m["int8_eval_accuracy"], "bytes": m["bytes"],
+                                         "p50_ms": m["p50_ms"]}
+
+
+def _choose(run: Run, w: Walk, kept: list) -> Rung | None:
+    """The smallest rung (the fastest, with a latency budget) that meets every constraint; with
+    ``--best-effort`` and none that does, the closest (most constraints met, then the best retention)."""
+    ok = [i for i, r in enumerate(w.rungs) if all(v is not False for v in r["meets"].values())]
+    key = "p50_ms" if run.cfg.select.max_latency_ms is not None else "total_params"
+    if ok:
+        w.chosen = min(ok, key=lambda i: (w.rungs[i][key], i))
+    elif run.cfg.goal.best_effort and w.rungs:
+        w.chosen = max(range(len(w.rungs)), key=lambda i: (sum(v is not False for v in w.rungs[i]["meets"].values()),
+                                                           w.rungs[i]["retention"]))
+        w.best_effort = True
+    for i, r in enumerate(w.rungs):
+        r["chosen"] = i == w.chosen
+    return kept[w.chosen] if w.chosen is not None else None
+
+
+def unmet(run: Run, w: Walk) -> ProbscaleError:
+    """One line naming the closest rung reached."""
+    if not w.rungs:
+        return ProbscaleError(f"no rung of the ladder could be built ({w.stopped})",
+                              "pass a ladder that starts lower, e.g. --ladder 1.5,2,3")
+    best = max(w.rungs, key=lambda r: (sum(v is not False for v in r["meets"].values()), r["retention"]))
+    g = run.cfg.goal
+    return ProbscaleError(
+        f"no rung meets every constraint (closest: rung {best['rung']}, {best['ratio_total']:.2f}x, retention "
+        f"{best['retention']:.1%} of the floor {g.min_retention:.1%}, {best['bytes'] / 1e6:.2f} MB, p50 "
+        f"{best['p50_ms']:.2f} ms); no bundle was written",
+        "lower --min-retention, raise --max-size-mb / --max-latency-ms, or pass --best-effort to ship that rung")
+
+
+def selection_of(t: Teacher, rung: Rung) -> Selection:
+    """The chosen rung as a Selection of the original model (what the manifest and the stage route read)."""
+    from probscale_edge.select import layer_costs
+
+    spec = rung.lineage.spec(t.model.layer_shapes())
+    total = sum(layer_costs(t.model))
+    kept = sum(layer_costs(rung.model))
+    return Selection(spec, kept / total, kept, [], "ladder", kept / total)
+
+
+def record(w: Walk, run: Run) -> dict:
+    """The manifest's ``ladder`` section (probscale_edge.visual renders it)."""
+    g = run.cfg.goal
+    return {"constraints": {"min_retention": g.min_retention, "max_size_mb": g.max_size_mb,
+                            "max_latency_ms": run.cfg.select.max_latency_ms},
+            "best_effort": w.best_effort, "stopped": w.stopped, "chosen": w.chosen, "full": w.full,
+            "uncut_int8": w.uncut_int8, "rungs": w.rungs, "ladder": list(g.ladder), "rung_epochs": g.rung_epochs,
+            "candidate_share": PROBE_SHARE,
+            "note": ("dev accuracy on a split held out of the training data (the teacher never trained on it); "
+                     "bytes and p50 of each rung's int8 ONNX (target preset) at batch 1, 1 thread, on the build "
+                     "machine; at each rung the width-only cut and the probes' layer drop got the same "
+                     f"{PROBE_SHARE:.0%} of the rung's distillation before the better one went on")}
+
+
+def student(run: Run, t: Teacher, report: ProbeReport, work: Path):
+    """The ladder stage of the build -> (the chosen rung's Selection, its Student); raises when no rung meets the
+    constraints and ``--best-effort`` was not given."""
+    from probscale_edge import distributed as dist
+    from probscale_edge.faults import fault
+    from probscale_edge.pipeline.student import Student, reload_diff
+
+    if dist.active():
+        raise ProbscaleError("the ladder runs in one process", "drop torchrun, or pass --search single --budget B")
+    fault("prune")
+    w, rung, tok = walk(run, t, report, work / "ladder")
+    run.ladder = record(w, run)
+    if rung is None:
+        raise unmet(run, w)
+    sel = selection_of(t, rung)
+    diff = reload_diff(run, rung.model, tok, sel, work / "pruned")
+    run.stages["prune"] = {"reload_max_abs": diff, "parameters": rung.model.param_counts(),
+                           "layer_shapes": rung.model.layer_shapes()}
+    if diff > 1e-5:
+        raise ProbscaleError("the pruned model does not reload to the same outputs", "report this model family")
+    chosen = w.rungs[w.chosen]
+    run.stages["recover"] = {"mode": "ladder", "accuracy": chosen["eval_accuracy"], "dev_accuracy": chosen["dev_accuracy"]}
+    run.log(f"chosen: rung {chosen['rung']} ({chosen['ratio_total']:.2f}x fewer total parameters, dev retention "
+            f"{chosen['retention']:.1%}{', best effort: it misses a constraint' if w.best_effort else ''})")
+    return sel, Student(rung.model, tok, chosen["eval_accuracy"], rung.model.param_counts())
+
+
+def check_shipped(run: Run, model_file: Path) -> None:
+    """The size constraint, again on the file the int8 gate kept (a fallback to fp32 nodes makes it larger)."""
+    limit = run.cfg.goal.max_size_mb
+    shipped = model_file.stat().st_size
+    if limit is None or shipped <= limit * 1e6 or run.cfg.goal.best_effort:
+        return
+    raise ProbscaleError(f"the int8 gate kept a {shipped / 1e6:.2f} MB model (the rung's int8 was within "
+                         f"--max-size-mb {limit:g}; the gate had to keep nodes in fp32); no bundle was written",
+                         "raise --max-size-mb or --max-accuracy-drop, or pass --best-effort")
