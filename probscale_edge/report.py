@@ -48,6 +48,7 @@ def _table(title, headers, rows):
 
 
 def print_summary(m: dict) -> None:
+    print_ladder(m)
     rows = summary_rows(m)
     _table(f"probscale-edge build: {m['source_model']['name']} on {m['task']['name']} "
            f"({m['validation']['eval_examples']} eval examples)",
@@ -63,6 +64,29 @@ def print_summary(m: dict) -> None:
     print(f"int8 gate: {m['quantization'].get('chosen')}  |  ONNX parity max |Δlogit| "
           f"{m['validation']['onnx_parity_max_abs']:.1e}  |  bundle: {m.get('bundle_path', '')}  |  "
           f"build {m.get('build_seconds', 0) / 60:.1f} min")
+
+
+def print_ladder(m: dict) -> None:
+    """The ladder a build walked: every rung, what was done there, and which one shipped."""
+    lad = m.get("ladder")
+    if not lad or not lad.get("rungs"):
+        return
+    rows = []
+    for i, r in enumerate(lad["rungs"]):
+        meets = r.get("meets") or {}
+        rows.append([("* " if i == lad.get("chosen") else "  ") + str(r["rung"]), f"{r['target_ratio']:g}x",
+                     f"{r['ratio_total']:.2f}x", f"{r['non_embedding_params']:,}", _fmt_bytes(r["bytes"]),
+                     f"{r['p50_ms']:.2f}", f"{r['dev_accuracy']:.4f}", f"{r['retention']:.1%}",
+                     f"{r['eval_accuracy']:.4f}", r["action"], f"{r['width_only_dev_accuracy']:.4f}",
+                     "yes" if all(v is not False for v in meets.values()) else "no"])
+    c = lad["constraints"]
+    limits = [f"retention >= {c['min_retention']:.1%}"] + ([f"size <= {c['max_size_mb']:g} MB"] if c.get("max_size_mb")
+                                                           else []) + \
+        ([f"p50 <= {c['max_latency_ms']:g} ms"] if c.get("max_latency_ms") else [])
+    _table(f"ladder ({', '.join(limits)}; dev split; * shipped{', BEST EFFORT' if lad.get('best_effort') else ''})",
+           ["rung", "target", "ratio", "non-emb params", "int8", "p50 ms", "dev acc", "retention", "eval acc",
+            "action", "width-only dev", "meets"], rows)
+    print(f"stopped: {lad['stopped']}")
 
 
 def print_bench(results: list[dict]) -> None:

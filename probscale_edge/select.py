@@ -78,7 +78,7 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
     costs = layer_costs(model)
     budget = cfg.budget if budget is None else budget
     if cfg.max_latency_ms is not None:
-        budget = _latency_budget(cfg, table)
+        budget = latency_budget(cfg, table)
     check_budget(budget, costs, cfg.granularity)
     if cfg.granularity == "layer":
         return select_layers(model, report, cfg, tokenizer, tasks, weights, probe_cfg, log, budget=budget, seed=seed)
@@ -113,7 +113,7 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
     return Selection(spec, al["params"] / total, al["params"], sel.candidates, cfg.strategy, budget, predicted)
 
 
-def _latency_budget(cfg: SelectConfig, table: LatencyTable | None) -> float:
+def latency_budget(cfg: SelectConfig, table: LatencyTable | None) -> float:
     """The parameter budget the layer search starts from under the latency budget; refuses budgets no
     subnetwork meets."""
     if cfg.granularity != "unit":

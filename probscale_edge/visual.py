@@ -463,6 +463,9 @@ def _constraint_rows(v) -> list[list[str]]:
 
 def _probe_gain(rung: dict) -> str:
     action, dev, wo = str(rung.get("action") or ""), _num(rung.get("dev_accuracy")), _num(rung.get("width_only_dev_accuracy"))
+    cands = rung.get("candidates") if isinstance(rung.get("candidates"), dict) else {}
+    if _num(cands.get(action)) is not None:  # both candidates after the same short distillation: like for like
+        dev = _num(cands.get(action))
     if not action:
         return ""
     if action == "width":
@@ -470,7 +473,8 @@ def _probe_gain(rung: dict) -> str:
     if dev is None or wo is None:
         return f"The probes chose to {_esc(action)}; width-only at the same size was not measured."
     return (f"The probes chose to {_esc(action)}: dev accuracy {_pct(dev, 2)} against {_pct(wo, 2)} for width-only "
-            f"at the same size ({100 * (dev - wo):+.2f} points).")
+            f"at the same size ({100 * (dev - wo):+.2f} points"
+            + (", both after the same short distillation)." if cands else ")."))
 
 
 def _headline_html(m, v) -> str:

@@ -31,7 +31,8 @@ def summarize(m: dict, seconds: float) -> dict:
     c = lad["rungs"][lad["chosen"]]
     v = m["validation"]
     keys = ("rung", "target_ratio", "ratio_total", "total_params", "non_embedding_params", "bytes", "p50_ms",
-            "dev_accuracy", "eval_accuracy", "retention", "action", "width_only_dev_accuracy", "meets", "seconds")
+            "dev_accuracy", "eval_accuracy", "retention", "action", "width_only_dev_accuracy", "candidates", "meets",
+            "embedding", "epochs", "seconds")
     return {"task": m["task"]["name"], "floor": lad["constraints"]["min_retention"], "seconds": round(seconds, 1),
             "full": lad["full"], "uncut_int8": lad["uncut_int8"], "stopped": lad["stopped"], "chosen": lad["chosen"],
             "rungs": [{k: r.get(k) for k in keys} for r in lad["rungs"]],
@@ -41,8 +42,8 @@ def summarize(m: dict, seconds: float) -> dict:
                         "bundle_eval_accuracy": v["accuracy"]["bundle"],
                         "full_eval_accuracy": v["accuracy"]["full_finetuned_torch_fp32"],
                         "eval_retention": v["retention"], "dev_retention": c["retention"], "action": c["action"],
-                        "probe_choice_gain_dev": (c["dev_accuracy"] - c["width_only_dev_accuracy"])
-                        if c["action"] != "width" else 0.0},
+                        # both candidates after the same short distillation (the ladder's like-for-like test)
+                        "probe_choice_gain_dev": c["candidates"][c["action"]] - c["candidates"]["width"]},
             "recipe": m["recipe"]["values"]}
 
 
@@ -102,6 +103,7 @@ def main(argv=None):
                 m = build(cfg, log=_log)
             except ProbscaleError as e:
                 rows.append({"task": task, "floor": floor, "error": e.line(), "seconds": round(time.time() - t0, 1)})
+                out.write_text(json.dumps({"model": a.model, "machine": platform.node(), "rows": rows}, indent=1))
                 continue
             rows.append(summarize(m, time.time() - t0))
             out.write_text(json.dumps({"model": a.model, "machine": platform.node(), "rows": rows}, indent=1))

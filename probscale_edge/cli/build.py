@@ -27,7 +27,8 @@ _OPTIONS = [
     click.option("--best-effort", is_flag=True, help="When no rung meets every constraint, ship the closest one "
                  "(marked so in the manifest) instead of failing."),
     click.option("--time-budget", type=float, default=None, help="Minutes for the walk down the ladder."),
-    click.option("--rung-epochs", type=float, default=1.0, show_default=True, help="Distillation epochs per rung."),
+    click.option("--rung-epochs", type=float, default=0.5, show_default=True,
+                 help="Distillation epochs per rung (the student carries them down the ladder)."),
     click.option("--layer-floor", type=float, default=0.5, show_default=True,
                  help="No kept layer falls below this share of the average kept heads and neurons."),
     click.option("--search", default="auto", show_default=True,
@@ -77,7 +78,7 @@ _OPTIONS = [
     click.option("--distill-hidden", type=float, default=None, show_default="the recipe's: 1 in ladder builds, else 0",
                  help="With --recover-mode distill: weight of hidden-state distillation (each kept layer's output "
                  "pulled towards its teacher layer's; e.g. 1). 0: logits only."),
-    click.option("--augment", type=int, default=None, show_default="the recipe's: 2 in ladder builds, else 0",
+    click.option("--augment", type=int, default=None, show_default="the recipe's: 1 in ladder builds, else 0",
                  help="With --recover-mode distill: perturbed copies of each training example (masked words, "
                  "embedding neighbours, spans), labelled by the teacher's logits; e.g. 4. 0: the task's examples only."),
     click.option("--batch-size", type=int, default=32, show_default=True,

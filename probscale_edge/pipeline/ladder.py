@@ -22,7 +22,10 @@ from probscale_edge.pipeline.run import Run
 from probscale_edge.pipeline.stages import Teacher, accuracy
 from probscale_edge.specs import ProbeReport, Selection, SubnetworkSpec
 
-PROBE_SHARE = 0.25  # the share of a rung's epochs both candidates get before the better one goes on
+PROBE_SHARE = 0.2  # the share of a rung's epochs both candidates get before the better one goes on
+# the word embedding is factorized at the first rung whose width cut would keep less than this share of the
+# layers' parameters; that rung distils twice as long (the factorization is the largest single change)
+EMBED_SWITCH = 0.6
 
 
 @dataclass
@@ -145,13 +148,29 @@ def _candidates(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, targe
     return out
 
 
+def _factorize_if_needed(run: Run, cur: Rung, target_total: float) -> tuple[Rung, str | None]:
+    """The rung with its word embedding factorized (the recipe's rank) when width alone would cut too deep."""
+    from probscale_edge.embedding import embedding_rank, factorize_embeddings
+
+    rank = run.cfg.prune.embedding_rank
+    layers = sum(p.numel() for layer in cur.model.adapter.layers(cur.model.encoder) for p in layer.parameters())
+    if not rank or embedding_rank(cur.model) or _layer_target(cur.model, target_total) >= EMBED_SWITCH * layers:
+        return cur, None
+    model = copy.deepcopy(cur.model)
+    rep = factorize_embeddings(model, rank)
+    run.stages["embedding"] = asdict(rep)
+    return Rung(model, cur.lineage, {}), (f"embedding factorized to rank {rank} ({rep.energy_kept:.0%} of the "
+                                          "energy)")
+
+
 def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, ratio: float) -> Rung | None:
     """One rung: the candidates' short distillation, the better one distilled on; None: no room left."""
     target_total = t.model.param_counts()["total"] / ratio
+    cur, embedding = _factorize_if_needed(run, cur, target_total)
     cands = _candidates(run, t, report, cur, tok, target_total)
     if not cands:
         return None
-    epochs = run.cfg.goal.rung_epochs
+    epochs = run.cfg.goal.rung_epochs * (2 if embedding else 1)
     scored = []
     for action, model, lineage in cands:
         _train(run, t, model, tok, data, epochs * PROBE_SHARE if len(cands) > 1 else epochs, lineage)
@@ -167,7 +186,8 @@ def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, rati
            "total_params": counts["total"], "non_embedding_params": counts["non_embedding"],
            "dev_accuracy": _dev_accuracy(run, model, tok), "action": action,
            "width_only_dev_accuracy": width_acc, "candidates": {s[1]: s[0] for s in scored},
-           "layers": len(lineage.layers), "layer_shapes": model.layer_shapes()}
+           "layers": len(lineage.layers), "layer_shapes": model.layer_shapes(), "embedding": embedding,
+           "epochs": epochs}
     return Rung(model, lineage, rec)
 
 
@@ -203,11 +223,31 @@ def measure(run: Run, model, tok, folder: Path, runs: int = 30, eval_accuracy: b
     return out
 
 
-def _meets(run: Run, rec: dict) -> dict:
+def _meets(run: Run, rec: dict, table) -> dict:
+    """Each constraint met or not (None: not asked). Latency: the table's prediction when a table of the target
+    was given (``predicted_ms``), else the p50 measured here."""
     g, sc = run.cfg.goal, run.cfg.select
+    if table is not None:
+        rec["predicted_ms"] = table.predict(rec["layer_shapes"])
+    ms = rec.get("predicted_ms", rec["p50_ms"])
     return {"retention": rec["retention"] >= g.min_retention,
             "size": None if g.max_size_mb is None else rec["bytes"] <= g.max_size_mb * 1e6,
-            "latency": None if sc.max_latency_ms is None else rec["p50_ms"] <= sc.max_latency_ms}
+            "latency": None if sc.max_latency_ms is None else ms <= sc.max_latency_ms}
+
+
+def latency_table(run: Run, t: Teacher):
+    """A table given with ``--latency-table`` (the target's, measured there), checked against the model and the
+    budget before the walk; None: the rungs are timed here."""
+    if not run.cfg.select.latency_table:
+        return None
+    from probscale_edge.latency import check_table
+    from probscale_edge.select import latency_budget
+    from probscale_edge.specs import LatencyTable
+
+    table = LatencyTable.load(run.cfg.select.latency_table)
+    check_table(table, t.model, run.max_length, run.log)
+    latency_budget(run.cfg.select, table)  # refuses a budget below the table's fastest subnetwork
+    return table
 
 
 def _log_rung(run: Run, rec: dict) -> None:
@@ -215,8 +255,8 @@ def _log_rung(run: Run, rec: dict) -> None:
     run.log(f"  rung {rec['rung']}: {rec['target_ratio']:g}x -> {rec['ratio_total']:.2f}x total, "
             f"{rec['non_embedding_params']:,} non-embedding, {rec['bytes'] / 1e6:.2f} MB, p50 {rec['p50_ms']:.2f} ms, "
             f"dev {rec['dev_accuracy']:.4f} ({rec['retention']:.1%}), eval {rec['eval_accuracy']:.4f}, {rec['action']} "
-            f"(width only: {rec['width_only_dev_accuracy']:.4f}) [{'meets' if ok else 'misses'}] "
-            f"{rec['seconds']:.0f} s")
+            f"(width only: {rec['width_only_dev_accuracy']:.4f}){'; ' + rec['embedding'] if rec['embedding'] else ''} "
+            f"[{'meets' if ok else 'misses'}] {rec['seconds']:.0f} s")
 
 
 def _distill_data(run: Run, t: Teacher):
@@ -232,16 +272,16 @@ def _distill_data(run: Run, t: Teacher):
     return split, logits
 
 
-def walk(run: Run, t: Teacher, report: ProbeReport, work: Path) -> tuple[Walk, Rung | None, object]:
+def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> tuple[Walk, Rung | None, object]:
     """Walk down the ladder -> (the walk, the chosen rung, the student's tokenizer)."""
     from probscale_edge.pipeline.student import embedding_side
 
-    g, t0 = run.cfg.goal, time.time()
+    g = run.cfg.goal
     full_dev = _dev_accuracy(run, t.model, t.tokenizer)
     sizes, uncut = _full_sizes(run, t, work)
     w = Walk(full={"dev_accuracy": full_dev, "eval_accuracy": t.accuracy,
                    "total_params": t.model.param_counts()["total"], **sizes}, uncut_int8=uncut)
-    model, tok = embedding_side(run, t, copy.deepcopy(t.model))
+    model, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize=False)
     cur, data, kept = Rung(model, Lineage.of(model), {}), _distill_data(run, t), []
     run.log(f"walking the ladder {', '.join(f'{r:g}x' for r in g.ladder)} (floor {g.min_retention:.1%} of the full "
             f"model's dev accuracy {full_dev:.4f}) ...")
@@ -257,7 +297,7 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path) -> tuple[Walk, R
         rec = nxt.record
         rec.update(rung=i, retention=rec["dev_accuracy"] / full_dev if full_dev else 0.0,
                    eval_accuracy=_eval_accuracy(run, nxt.model, tok), **measure(run, nxt.model, tok, work / f"rung{i}"))
-        rec["meets"], rec["seconds"] = _meets(run, rec), round(time.time() - r0, 1)
+        rec["meets"], rec["seconds"] = _meets(run, rec, table), round(time.time() - r0, 1)
         kept.append(nxt)
         w.rungs.append(rec)
         _log_rung(run, rec)
@@ -347,8 +387,9 @@ def student(run: Run, t: Teacher, report: ProbeReport, work: Path):
 
     if dist.active():
         raise ProbscaleError("the ladder runs in one process", "drop torchrun, or pass --search single --budget B")
+    table = latency_table(run, t)
     fault("prune")
-    w, rung, tok = walk(run, t, report, work / "ladder")
+    w, rung, tok = walk(run, t, report, work / "ladder", table)
     run.ladder = record(w, run)
     if rung is None:
         raise unmet(run, w)

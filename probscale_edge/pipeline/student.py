@@ -76,8 +76,9 @@ def prune(run: Run, t: Teacher, selection: Selection, folder: Path):
     return model, tok
 
 
-def embedding_side(run: Run, t: Teacher, model):
-    """The vocabulary and embedding options on a cut copy of the teacher (in place) -> (model, its tokenizer)."""
+def embedding_side(run: Run, t: Teacher, model, factorize: bool = True):
+    """The vocabulary and embedding options on a cut copy of the teacher (in place) -> (model, its tokenizer).
+    ``factorize=False``: the vocabulary only (the ladder factorizes at the rung that needs it)."""
     cfg, tok = run.cfg, t.tokenizer
     if cfg.prune.trim_vocab:
         from probscale_edge.vocab import trim_vocabulary
@@ -87,7 +88,7 @@ def embedding_side(run: Run, t: Teacher, model):
         run.stages["vocab"] = asdict(vrep)
         run.log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
                 f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
-    if cfg.prune.embedding_rank:
+    if cfg.prune.embedding_rank and factorize:
         from probscale_edge.embedding import factorize_embeddings
 
         frep = factorize_embeddings(model, cfg.prune.embedding_rank)

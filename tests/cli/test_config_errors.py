@@ -41,7 +41,7 @@ def one_line(proc, match):
     (("--lr", "-0.001"), "--lr -0.001 is not a number > 0"),
     (("--epochs", "0"), "--epochs 0.0 is not a number > 0"),
     (("--max-length", "1"), "--max-length 1 is not an integer >= 2"),
-    (("--embedding-rank", "0"), "--embedding-rank 0 is not an integer >= 1"),
+    (("--embedding-rank", "-1"), "--embedding-rank -1 is not an integer >= 0"),
     (("--max-eval", "-1"), "--max-eval -1 is not an integer >= 10"),
     (("--prune-iterations", "0"), "--prune-iterations 0 is not an integer >= 1"),
     (("--augment", "2", "--recover", "finetune"), "--augment 2 with --recover-mode finetune"),

@@ -111,7 +111,7 @@ def test_build_checks_the_selected_subnetwork_against_the_budget(tiny_bert, toy_
     out = tmp_path / "bundle"
     m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="x86_64",
                           epochs=1, lr=1e-3, student_lr=1e-3, use_cache=False, latency_runs=5,
-                          max_latency_ms=budget, latency_table=str(path)))
+                          max_latency_ms=budget, latency_table=str(path), search="single"))
     lb = m["latency_budget"]
     assert lb["max_ms"] == budget and lb["predicted_ms"] <= budget + 1e-9
     rounds = lb["calibration"]
