@@ -341,6 +341,14 @@ class OrtSeq2Seq:
         return tokens, np.stack(step_logits, axis=1)
 
 
+def fresh_cache():
+    """An empty key/value cache for ``generate``: made without the config, it grows to the decoder's own block count.
+    (transformers sizes a cache from ``config.num_layers``, the encoder's, which a pruned decoder may not have.)"""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    return EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+
 def seq2seq_parity(model, out_dir, input_ids, attention_mask, max_new_tokens: int = 20, eos_token_id=None,
                    ort_model: OrtSeq2Seq | None = None) -> dict:
     """Greedy generation parity of an export in ``out_dir`` against ``model.generate`` in PyTorch.
@@ -369,7 +377,7 @@ def seq2seq_parity(model, out_dir, input_ids, attention_mask, max_new_tokens: in
                                pad_token_id=cfg.pad_token_id, return_dict_in_generate=True, output_logits=True)
     model.eval()
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg, cache=fresh_cache())
     ref, ref_logits = out.sequences.numpy(), torch.stack(out.logits, dim=1).numpy()
     same = got.shape == ref.shape and bool(np.array_equal(got, ref))
     return {

@@ -71,7 +71,8 @@ class TrainSettings:
         return cls(mode=rc.recover_mode, epochs=ft.epochs, student_epochs=rc.student_epochs, lr=ft.lr,
                    student_lr=rc.student_lr, batch_size=ft.batch_size, warmup=ft.warmup, weight_decay=ft.weight_decay,
                    max_length=max_length, freeze_word_embeddings=ft.freeze_word_embeddings,
-                   temperature=rc.temperature, alpha=rc.alpha, hidden_weight=rc.distill_hidden, augment=rc.augment,
+                   temperature=rc.temperature, alpha=rc.alpha, hidden_weight=rc.distill_hidden or 0.0,
+                   augment=rc.augment or 0,  # None (the recipe's) outside a build: the plain values
                    seed=seed, amp=ft.amp, checkpoint_every=ft.checkpoint_every, dev_fraction=rc.dev_fraction,
                    eval_every=rc.eval_every, patience=rc.patience)
 

@@ -12,16 +12,17 @@ def summary_rows(m: dict) -> list[dict]:
     p = m["parameters"]
     lat = m.get("latency", {})
     full_acc = v["full_finetuned_torch_fp32"]
+    denom = full_acc or float("nan")  # a teacher at 0 has no retention to show
     return [
         {"model": "full model, fine-tuned (PyTorch fp32)", "accuracy": full_acc, "retention": 1.0,
          "params_total": p["original"]["total"], "params_non_embedding": p["original"]["non_embedding"],
          "bytes": m["sizes"]["full_fp32_weights_bytes"], "p50_ms": lat.get("full_torch_fp32_p50_ms")},
         {"model": "pruned + recovered (ONNX fp32)", "accuracy": v["pruned_onnx_fp32"],
-         "retention": v["pruned_onnx_fp32"] / full_acc, "params_total": p["pruned"]["total"],
+         "retention": v["pruned_onnx_fp32"] / denom, "params_total": p["pruned"]["total"],
          "params_non_embedding": p["pruned"]["non_embedding"], "bytes": m["sizes"]["pruned_onnx_fp32_bytes"],
          "p50_ms": None},
         {"model": f"bundle ({m['model']['format']} {m['model']['precision']}, {m['target']})", "accuracy": v["bundle"],
-         "retention": v["bundle"] / full_acc, "params_total": p["pruned"]["total"],
+         "retention": v["bundle"] / denom, "params_total": p["pruned"]["total"],
          "params_non_embedding": p["pruned"]["non_embedding"], "bytes": m["sizes"]["bundle_model_bytes"],
          "p50_ms": lat.get("bundle_p50_ms")},
     ]

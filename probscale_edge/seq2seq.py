@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,6 +318,97 @@ def select_seq2seq(model, scores: dict, budget: float, min_heads: int = 1, min_n
 def block_params(model) -> int:
     """Parameters in the encoder and decoder blocks (what a budget is a fraction of)."""
     return sum(p.numel() for stack in (model.encoder, model.decoder) for p in stack.block.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- block search
+def stack_block_costs(model) -> dict:
+    """Parameters of every encoder and decoder block (the decoder's include cross-attention): {"encoder": [..],
+    "decoder": [..]}. The two stacks' blocks cost differently."""
+    return {stack: [sum(p.numel() for p in blk.parameters()) for blk in getattr(model, stack).block]
+            for stack in ("encoder", "decoder")}
+
+
+def check_block_budget(costs: dict, budget: float, what: str = "--budget") -> None:
+    """A budget must keep at least one block of each stack (the cheapest of each)."""
+    total = sum(costs["encoder"]) + sum(costs["decoder"])
+    least = min(costs["encoder"]) + min(costs["decoder"])
+    if budget * total < least * (1 - 1e-9):
+        raise ProbscaleError(f"{what} {budget:g} keeps {budget * total:,.0f} block parameters, fewer than one encoder "
+                             f"and one decoder block ({least:,} of {total:,})",
+                             f"pass {what} {least / total:.3f} or more")
+
+
+def _stack_frontier(costs, gains, max_enumerate: int):
+    """(cost, gain, subset) for the subsets of one stack worth combining: every non-empty subset when there are
+    at most ``max_enumerate``, else the best k blocks by gain for every k (exact when the blocks cost the same)."""
+    import itertools
+
+    n = len(costs)
+    if 2 ** n - 1 <= max_enumerate:
+        subs = [c for k in range(1, n + 1) for c in itertools.combinations(range(n), k)]
+    else:
+        order = sorted(range(n), key=lambda i: (-gains[i], i))
+        subs = [tuple(sorted(order[:k])) for k in range(1, n + 1)]
+    return [(sum(costs[i] for i in s), sum(gains[i] for i in s), s) for s in subs]
+
+
+def choose_blocks(costs: dict, curves: dict | None, budget: float, strategy: str = "probscale",
+                  max_enumerate: int = 200_000, seed: int = 0) -> tuple[tuple, tuple]:
+    """Encoder and decoder blocks to keep within ``budget`` x all block parameters (pure: costs and probe curves).
+
+    ``probscale``: the pair of subsets (one per stack) with the largest summed probe gain (accuracy after a block
+    minus before it), searched exactly over every pair that fits and cannot take another block; ties go to more
+    parameters kept. ``bottom``: drop the top blocks, i.e. keep the first k_e and k_d blocks (the pair that keeps
+    the most parameters, then the most even depths). ``top``: the blocks whose own probe accuracy is highest.
+    ``random``: a random maximal pair."""
+    check_block_budget(costs, budget)
+    ce, cd = costs["encoder"], costs["decoder"]
+    limit = budget * (sum(ce) + sum(cd)) * (1 + 1e-9)
+    if strategy == "bottom":
+        ge, gd = [-i for i in range(len(ce))], [-i for i in range(len(cd))]
+    elif strategy == "top":
+        ge, gd = list(curves["encoder"][1:]), list(curves["decoder"][1:])
+    elif strategy == "random":
+        rng = random.Random(seed)
+        ge, gd = [rng.random() for _ in ce], [rng.random() for _ in cd]
+    else:
+        e, d = curves["encoder"], curves["decoder"]
+        ge, gd = [e[i + 1] - e[i] for i in range(len(ce))], [d[i + 1] - d[i] for i in range(len(cd))]
+    fe, fd = _stack_frontier(ce, ge, max_enumerate), _stack_frontier(cd, gd, max_enumerate)
+    best = None
+    for cost_e, gain_e, se in fe:
+        for cost_d, gain_d, sd in fd:
+            cost = cost_e + cost_d
+            if cost > limit:
+                continue
+            maximal = all(i in se or cost + ce[i] > limit for i in range(len(ce))) and \
+                all(i in sd or cost + cd[i] > limit for i in range(len(cd)))
+            if not maximal:
+                continue
+            if strategy == "bottom":
+                if se != tuple(range(len(se))) or sd != tuple(range(len(sd))):
+                    continue
+                key = (cost, -abs(len(se) / len(ce) - len(sd) / len(cd)))
+            else:
+                key = (round(gain_e + gain_d, 9), cost)
+            if best is None or key > best[0]:
+                best = (key, se, sd)
+    return best[1], best[2]
+
+
+def compose_spec(enc_keep, dec_keep, inner: Seq2SeqSpec | None = None) -> Seq2SeqSpec:
+    """The spec, in source indices, of keeping ``enc_keep``/``dec_keep`` and then cutting heads and neurons by
+    ``inner`` (a spec over the block-cut model, whose block i is source block keep[i])."""
+    enc_keep, dec_keep = [int(i) for i in enc_keep], [int(i) for i in dec_keep]
+    if inner is None:
+        return Seq2SeqSpec(SubnetworkSpec(enc_keep), SubnetworkSpec(dec_keep), {})
+
+    def remap(part, keep):
+        return {str(keep[int(k)]): list(v) for k, v in part.items()}
+
+    return Seq2SeqSpec(SubnetworkSpec(enc_keep, remap(inner.encoder.heads, enc_keep), remap(inner.encoder.ffn, enc_keep)),
+                       SubnetworkSpec(dec_keep, remap(inner.decoder.heads, dec_keep), remap(inner.decoder.ffn, dec_keep)),
+                       remap(inner.cross_heads, dec_keep))
 
 
 # ---------------------------------------------------------------------------------------------- the whole job

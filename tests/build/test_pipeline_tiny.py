@@ -13,7 +13,8 @@ import pytest
 def test_bundle_layout_and_manifest(tiny_bundle):
     out, m = tiny_bundle
     assert sorted(p.name for p in out.iterdir()) == ["labels.json", "manifest.json", "manifest.sha256", "model.onnx", "model.ort",
-                                                     "required_operators.config", "tokenizer.json", "vocab.txt"]
+                                                     "pareto.png", "report.html", "required_operators.config",
+                                                     "tokenizer.json", "vocab.txt"]
     disk = json.loads((out / "manifest.json").read_text())
     assert disk["format_version"] == 1
     assert disk["target"] == "arm64"
@@ -108,8 +109,8 @@ def test_android_bundle_with_trimmed_vocabulary(tmp_path, tiny_bert, toy_csv):
                           budget=0.5, trim_vocab=True, epochs=1, lr=1e-3, student_lr=1e-3,
                           use_cache=False, latency_runs=3), log=lambda *_: None)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["labels.json", "manifest.json", "manifest.sha256", "model.ort", "required_operators.config", "tokenizer.json",
-                     "vocab.txt"]
+    assert names == ["labels.json", "manifest.json", "manifest.sha256", "model.ort", "pareto.png", "report.html",
+                     "required_operators.config", "tokenizer.json", "vocab.txt"]
     assert m["model"]["file"] == "model.ort" and m["model"]["format"] == "ort"
     v = m["vocabulary"]
     assert v["kept"] < v["original"] / 3
