@@ -102,7 +102,7 @@ def stratified_sample(labels, n, seed=SPLIT_SEED):
     return ev
 
 
-def _cap_train(train: Split, num_labels: int, max_train) -> Split:
+def cap_train(train: Split, num_labels: int, max_train) -> Split:
     """The stratified ``max_train`` subsample of ``train``; refuses a cap that cannot keep every class."""
     if max_train is None:
         return train
@@ -209,7 +209,7 @@ def _builtin(name: str, max_train: int | None, log) -> TaskData:
         train, evs = full.subset(tr), full.subset(ev)
         split = f"stratified {1 - EVAL_FRACTION:.0%}/{EVAL_FRACTION:.0%}, seed {SPLIT_SEED}"
     n_full = len(train)
-    train = _cap_train(train, len(names), max_train)
+    train = cap_train(train, len(names), max_train)
     return TaskData(name, names, train, evs,
                     source={"builtin": True, "split": split, "train_available": n_full})
 
@@ -465,7 +465,7 @@ def load_local(train_path, eval_path=None, text_column="text", label_column="lab
         train, evs = full.subset(tr), full.subset(ev)
         split = f"stratified {1 - EVAL_FRACTION:.0%}/{EVAL_FRACTION:.0%}, seed {SPLIT_SEED}"
     n_full = len(train)
-    train = _cap_train(train, len(names), max_train)
+    train = cap_train(train, len(names), max_train)
     return TaskData(name or task_name(train_path), names, train, evs,
                     source={"builtin": False, "train_file": str(train_path), "eval_file": str(eval_path or ""),
                             "split": split, "train_available": n_full})

@@ -123,12 +123,17 @@ def _ratios(v):
         raise click.BadParameter(f"{v!r} is not a comma-separated list of ratios, e.g. 2,3,5,8") from None
 
 
+def _given(ctx, name: str) -> bool:
+    """Whether the command line (or the environment) set this option, rather than its default."""
+    return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+
+
 def _with_recipe(recipe_path, fields: dict) -> dict:
     """The recipe file's values for the fields the command line left at their defaults."""
     from probscale_edge.recipe import load
 
     ctx = click.get_current_context()
-    given = {k for k in fields if ctx.get_parameter_source(k) not in (click.core.ParameterSource.DEFAULT, None)}
+    given = {k for k in fields if _given(ctx, k)}
     return {**fields, **{k: v for k, v in load(recipe_path).items() if k not in given}}
 
 
@@ -143,6 +148,9 @@ def config_from_options(task, data, eval_path, spec_path, no_cache, recipe_path=
     if "embed" in task:
         task = tuple(t for t in task if t != "embed")
         fields["kind"] = "embed"
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and fields.get("kind") == "classify" and _given(ctx, "target_column") and not _given(ctx, "kind"):
+        fields["kind"] = "text2text"  # a target column is what a text-to-text task has (the issue's command line)
     return BuildConfig.create(tasks=task_specs(task, data, eval_path), use_cache=not no_cache,
                               spec=read_spec(spec_path) if spec_path else None, **fields)
 

@@ -133,36 +133,54 @@ def prepare(cfg: BuildConfig, log) -> Run:
         check_model_folder(src, allow_pickle=cfg.source.allow_pickle)
     cfg, recipe = resolve(cfg, src)  # every field the recipe decides is concrete from here on
     run = Run(cfg, log, out, src, recipe=recipe)
-    run.tasks = _load_tasks(cfg, log)
+    run.tasks = _load_tasks(cfg, log, uncapped_first=cfg.walks_ladder)
     if cfg.walks_ladder:  # the rungs are judged on a dev split the teacher never trains on
-        run.dev = _hold_out_dev(run.task, cfg.recover.dev_fraction or 0.1, cfg.seed, log)
+        run.dev = _hold_out_dev(run.task, cfg.data.max_train, cfg.recover.dev_fraction or 0.1, cfg.seed, log)
     return run
 
 
-def _hold_out_dev(task, fraction: float, seed: int, log):
-    """Move a stratified ``fraction`` of the task's training examples (at least 2 per class) into a dev split."""
-    from probscale_edge.data import stratified_sample
+DEV_MAX = 2000  # rows of unused training data taken for the ladder's dev split (a 1-point floor needs many)
 
-    n = max(2 * task.num_labels, int(round(fraction * len(task.train))))
+
+def _hold_out_dev(task, max_train, fraction: float, seed: int, log):
+    """A stratified dev split out of the task's training examples, then the ``max_train`` cap on the rest. Rows the
+    cap would leave unused go to the dev split first (up to ``DEV_MAX``), so training keeps ``max_train`` rows;
+    at least ``fraction`` of the training rows (and 2 per class) are held out in any case."""
+    from probscale_edge.data import cap_train, stratified_sample
+
+    n_all = len(task.train)
+    used = min(n_all, max_train or n_all)
+    n = min(n_all - task.num_labels, max(2 * task.num_labels, int(round(fraction * used)),
+                                         min(DEV_MAX, n_all - used)))
     dev_idx = set(stratified_sample(task.train.labels, n, seed=seed))
     dev = task.train.subset(sorted(dev_idx))
-    task.train = task.train.subset([i for i in range(len(task.train)) if i not in dev_idx])
-    log(f"  dev split for the ladder: {len(dev)} examples held out of training (the eval split stays for the report)")
+    task.train = cap_train(task.train.subset([i for i in range(n_all) if i not in dev_idx]), task.num_labels,
+                           max_train)
+    _two_per_class(task)
+    log(f"  dev split for the ladder: {len(dev)} examples held out of training ({len(task.train)} left to train on; "
+        "the eval split stays for the report)")
     return dev
 
 
-def _load_tasks(cfg: BuildConfig, log) -> list:
+def _two_per_class(t) -> None:
+    """The probe cross-validates per class, early stopping holds out per class."""
+    counts = [t.train.labels.count(c) for c in range(t.num_labels)]
+    if min(counts) < 2:
+        raise ProbscaleError(f"task {t.name}: a class has {min(counts)} training example(s); the probe and the "
+                             "dev split need at least 2 per class",
+                             f"pass --max-train {2 * t.num_labels} or more, or give more data")
+
+
+def _load_tasks(cfg: BuildConfig, log, uncapped_first: bool = False) -> list:
+    """The tasks, each capped to ``--max-train`` (``uncapped_first``: the first one whole, for the dev split)."""
     from probscale_edge.data import load_task, stratified_sample
 
     d = cfg.data
-    tasks = [load_task(ts.spec, ts.eval, d.text_column, d.label_column, d.text_pair_column, max_train=d.max_train,
-                       log=log) for ts in d.tasks]
-    for t in tasks:  # the probe cross-validates per class, early stopping holds out per class
-        counts = [t.train.labels.count(c) for c in range(t.num_labels)]
-        if min(counts) < 2:
-            raise ProbscaleError(f"task {t.name}: a class has {min(counts)} training example(s); the probe and the "
-                                 "dev split need at least 2 per class",
-                                 f"pass --max-train {2 * t.num_labels} or more, or give more data")
+    tasks = [load_task(ts.spec, ts.eval, d.text_column, d.label_column, d.text_pair_column,
+                       max_train=None if uncapped_first and i == 0 else d.max_train, log=log)
+             for i, ts in enumerate(d.tasks)]
+    for t in tasks:
+        _two_per_class(t)
     task = tasks[0]
     if d.max_eval and len(task.eval) > d.max_eval:
         task.eval = task.eval.subset(stratified_sample(task.eval.labels, d.max_eval))
