@@ -3,7 +3,8 @@
 #  (a) installs what is missing: JUnit 4 (apt package junit4) and the ONNX Runtime Android AAR
 #      (inside the npm package com.github.asus4.onnxruntime@0.4.9, cached under
 #      ${PROBSCALE_EDGE_CACHE:-~/.cache/probscale-edge}/android);
-#  (b) generates tokenizer vectors with Python `tokenizers` (tools/make_vectors.py) into build/;
+#  (b) generates tokenizer vectors with Python `tokenizers` (tools/make_vectors.py) and recorded model outputs for
+#      the pooling test (tools/make_pooling_vectors.py) into build/;
 #  (c) compiles core/ + its tests with javac and runs them with JUnit 4;
 #  (d) compile-checks the ORT-facing class (app/.../engine) + core with `javac --release 8` against the AAR's classes.jar;
 #  (e) if a real bundle is available ($PROBSCALE_ANDROID_BUNDLE, else /tmp/shared_bundle), copies it with
@@ -55,6 +56,8 @@ echo "ORT classes.jar: $AAR_DIR/classes.jar"
 step "(b) tokenizer vectors from Python tokenizers"
 rm -rf "$BUILD" && mkdir -p "$BUILD/vectors" "$BUILD/classes/main" "$BUILD/classes/test" "$BUILD/classes/ortcheck"
 "$PY" tools/make_vectors.py "$BUILD/vectors"
+# recorded model outputs for the pooling test (an embedding bundle's with $PROBSCALE_ANDROID_EMBED_BUNDLE)
+"$PY" tools/make_pooling_vectors.py "$BUILD/pooling"
 if ! "$PY" tools/gen_char_tables.py --check; then
     echo "WARNING: BertCharTables.java was generated with another tokenizers version (the vectors below decide)"
 fi
@@ -67,7 +70,7 @@ javac --release 8 -Xlint:all -Werror -encoding UTF-8 -d "$BUILD/classes/main" "$
 javac --release 8 -encoding UTF-8 -cp "$BUILD/classes/main:$JUNIT" -d "$BUILD/classes/test" "${TEST_SRC[@]}"
 TEST_CLASSES=$(cd core/src/test/java && grep -l '@Test' $(find . -name '*Test.java') | sed 's|^\./||; s|\.java$||; s|/|.|g' | sort)
 set +e
-java -Xss4m -Dvectors.dir="$BUILD/vectors" -cp "$BUILD/classes/main:$BUILD/classes/test:$JUNIT:$HAMCREST" \
+java -Xss4m -Dvectors.dir="$BUILD/vectors" -Dpooling.dir="$BUILD/pooling" -cp "$BUILD/classes/main:$BUILD/classes/test:$JUNIT:$HAMCREST" \
     org.junit.runner.JUnitCore $TEST_CLASSES 2>&1 | tee "$BUILD/junit.log"
 junit_rc=${PIPESTATUS[0]}
 set -e
@@ -75,6 +78,7 @@ summary=$(grep -E '^(OK \(|Tests run:)' "$BUILD/junit.log" | tail -1 || true)
 echo "JUNIT_SUMMARY ${summary:-none}"
 [ "$junit_rc" = 0 ] || { echo "JUnit failed (exit $junit_rc)" >&2; exit 1; }
 grep -q '^TOKENIZER_VECTORS_MATCHED ' "$BUILD/junit.log" || { echo "tokenizer vectors were not compared" >&2; exit 1; }
+grep -q '^POOLING_VECTORS_MATCHED ' "$BUILD/junit.log" || { echo "pooling vectors were not compared" >&2; exit 1; }
 
 step "(d) ONNX Runtime compile check (javac --release 8 against the ORT Android AAR classes.jar)"
 ENGINE_SRC=(app/src/main/java/io/probscale/edge/demo/engine/*.java)

@@ -115,6 +115,10 @@ def bench_bundle(bundle, cfg: BenchConfig | None = None, eval_texts=None, eval_l
     t0 = time.perf_counter()
     pred = Predictor(bundle, backend=cfg.backend, threads=cfg.threads, public_key=public_key)
     init_ms = (time.perf_counter() - t0) * 1000
+    if getattr(pred, "generator", None) is not None:  # a text2text bundle: time to first token, tokens per second
+        from probscale_edge.runtime.generate import bench_generate
+
+        return bench_generate(pred, cfg, init_ms, rss0, eval_texts, eval_labels)
     texts = list(cfg.texts) or [DEFAULT_TEXT]
     if cfg.sequence_length:
         if cfg.sequence_length > pred.max_length:
@@ -159,7 +163,11 @@ def bench_bundle(bundle, cfg: BenchConfig | None = None, eval_texts=None, eval_l
         "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
                     "processor": platform.processor()},
     }
-    if eval_texts is not None and eval_labels is not None:
+    if pred.embedding is not None:  # an embedding bundle: texts embedded per second at this batch size
+        out["kind"] = "embed"
+        out["embeddings_per_second"] = cfg.batch_size * 1000.0 / out["latency"]["p50_ms"]
+        out["embedding_dimension"] = pred.embedding["dimension"]
+    elif eval_texts is not None and eval_labels is not None:
         t = time.perf_counter()
         out["accuracy"] = pred.accuracy(eval_texts, eval_labels, eval_pairs, batch_size=32)
         out["eval_examples"] = len(eval_labels)
@@ -201,7 +209,10 @@ def _time_runs(pred, cfg: BenchConfig, batch):
         t1 = time.perf_counter()
         lg = pred.backend.run(feed)
         t2 = time.perf_counter()
-        _ = [pred.labels[int(i)] for i in np.argmax(lg, -1)]
+        if pred.embedding is not None:  # an embedding bundle: pooling and normalization are its post-processing
+            _ = pred.embed_outputs(lg, feed["attention_mask"])
+        else:
+            _ = [pred.labels[int(i)] for i in np.argmax(lg, -1)]
         t3 = time.perf_counter()
         session_ms.append((t2 - t1) * 1000)
         e2e_ms.append((t3 - t) * 1000)

@@ -226,16 +226,59 @@ def _check_files(files):
               f"manifest.json entry for {name} has no valid sha256 (64 hex digits) and bytes (a size >= 0)")
 
 
+EMBED_POOLINGS = ("mean", "cls")
+
+
+def _check_embedding(m: dict) -> None:
+    """An embedding bundle (``"kind": "embed"``) lists no labels and says how its token embeddings become one
+    vector: ``embedding`` = {"dimension": width, "pooling": mean | cls, "normalize": true | false}."""
+    _want(m.get("labels") in (None, []), "manifest.json of an embedding bundle lists labels")
+    e = _section(m, "embedding")
+    _want(_is_int(e.get("dimension")) and 1 <= e["dimension"] <= 65536,
+          "manifest.json embedding.dimension is not a whole number in [1, 65536]")
+    _want(e.get("pooling") in EMBED_POOLINGS, f"manifest.json embedding.pooling is not one of {', '.join(EMBED_POOLINGS)}")
+    _want(isinstance(e.get("normalize"), bool), "manifest.json embedding.normalize is not true/false")
+
+
+TEXT2TEXT_GRAPHS = ("encoder", "decoder", "decoder_with_past")
+MAX_NEW_TOKENS = 512
+
+
+def _check_text2text(m: dict) -> None:
+    """A text2text bundle (``"kind": "text2text"``): ``labels`` the label words of a classification framing or
+    empty (free text); ``model.graphs`` names its three graph files and ``model.spec_file`` the generation spec,
+    each a checksummed file of the bundle; ``generation.max_new_tokens`` is a whole number in [1, 512]."""
+    labels = _strings(m.get("labels", []), "labels")
+    _want(len(labels) <= MAX_LABELS and len(set(labels)) == len(labels), "manifest.json labels are not unique")
+    model = _section(m, "model")
+    graphs = model.get("graphs")
+    _want(isinstance(graphs, dict) and sorted(graphs) == sorted(TEXT2TEXT_GRAPHS),
+          f"manifest.json model.graphs of a text2text bundle does not name {', '.join(TEXT2TEXT_GRAPHS)}")
+    for g in TEXT2TEXT_GRAPHS:
+        _listed(m, graphs[g], f"model.graphs.{g}")
+    _listed(m, model.get("spec_file"), "model.spec_file")
+    _want(_section(m, "tokenizer").get("clean_up_tokenization_spaces") in (None, True, False),
+          "manifest.json tokenizer.clean_up_tokenization_spaces is not true/false")
+    new = _section(m, "generation").get("max_new_tokens")
+    _want(_is_int(new) and 1 <= new <= MAX_NEW_TOKENS,
+          f"manifest.json generation.max_new_tokens is {new!r}, not a whole number in [1, {MAX_NEW_TOKENS}]")
+
+
 def check_manifest(m) -> dict:
     """Refuse a manifest whose keys the runtime uses have the wrong type or an out-of-range value."""
     _want(isinstance(m, dict), "manifest.json is not a JSON object")
     fv = m.get("format_version")
     _want(_is_int(fv) and fv >= 1, "manifest.json has no format_version (a whole number)")
     _check_files(m.get("files"))
-    labels = m.get("labels")
-    _strings(labels, "labels")
-    _want(0 < len(labels) <= MAX_LABELS, "manifest.json lists no labels" if not labels else "manifest.json lists too many labels")
-    _want(len(set(labels)) == len(labels), "manifest.json labels are not unique")
+    if m.get("kind") == "embed":  # an embedding bundle: no labels, an "embedding" section instead
+        _check_embedding(m)
+    elif m.get("kind") == "text2text":  # a T5 bundle: three graphs, a generation spec, label words or none
+        _check_text2text(m)
+    else:
+        labels = m.get("labels")
+        _strings(labels, "labels")
+        _want(0 < len(labels) <= MAX_LABELS, "manifest.json lists no labels" if not labels else "manifest.json lists too many labels")
+        _want(len(set(labels)) == len(labels), "manifest.json labels are not unique")
     model, tok, tfl = _section(m, "model"), _section(m, "tokenizer"), _section(m, "tflite", required=False)
     _listed(m, model.get("file"), "model.file")
     for k in ("format", "precision"):
@@ -359,8 +402,8 @@ def check_labels_file(bundle: Path, manifest: dict):
     if LABELS not in manifest["files"]:
         return
     labels = parse_json(_read_bounded(bundle / LABELS, LABELS, MAX_MANIFEST_BYTES), LABELS)
-    _want(labels == manifest["labels"], f"{LABELS} and manifest.json disagree on the labels "
-          f"({str(labels)[:80]} vs {str(manifest['labels'])[:80]})")
+    _want(labels == manifest.get("labels", []), f"{LABELS} and manifest.json disagree on the labels "
+          f"({str(labels)[:80]} vs {str(manifest.get('labels', []))[:80]})")
 
 
 def verify_bundle(bundle, public_key=None, *, allow_extra: bool = False, checksums: bool = True) -> dict:

@@ -1,4 +1,5 @@
-"""Predictor: bundle -> tokenizer + inference session -> labels and probabilities (no torch)."""
+"""Predictor: bundle -> tokenizer + inference session -> labels and probabilities, or sentence embeddings
+(an embedding bundle, ``"kind": "embed"``: :meth:`Predictor.embed`, :meth:`Predictor.search`) (no torch)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,25 @@ class Prediction:
     index: int
     score: float
     probabilities: list
+
+
+def pool_embeddings(tokens: np.ndarray, attention_mask: np.ndarray, pooling: str = "mean",
+                    normalize: bool = True) -> np.ndarray:
+    """Sentence embeddings [n, d] float32 from token embeddings [n, tokens, d]: the mean over the real tokens
+    (``attention_mask`` 1) or the first token, then L2-normalized when ``normalize`` (as sentence-transformers'
+    Pooling and Normalize modules, and torch's ``F.normalize(eps=1e-12)``)."""
+    tokens = np.asarray(tokens, dtype=np.float32)
+    if tokens.ndim != 3:
+        raise BundleError(f"the model returns outputs of shape {tokens.shape}, not [texts, tokens, width]",
+                          "rebuild the bundle")
+    if pooling == "cls":
+        e = tokens[:, 0]
+    else:
+        m = np.asarray(attention_mask, dtype=np.float32)[:, :, None]
+        e = (tokens * m).sum(1) / np.maximum(m.sum(1), np.float32(1e-9))
+    if normalize:
+        e = e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), np.float32(1e-12))
+    return e.astype(np.float32, copy=False)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -139,6 +159,14 @@ class Predictor:
             raise ProbscaleError("a public key needs verify=True", "drop verify=False to check the signature")
         self.manifest = verify_bundle(self.path, public_key=public_key if verify else False, checksums=verify)
         self.public_key = resolve_public_key(public_key) if verify else None
+        self.generator = None  # a text2text bundle's greedy generator (runtime/generate.py)
+        if self.manifest.get("kind") == "text2text":
+            if backend not in (None, "onnxruntime"):
+                raise ProbscaleError(f"backend {backend!r}: a text2text bundle runs on ONNX Runtime only",
+                                     "leave out the backend, or pass onnxruntime")
+            self._open_text2text(threads)
+            self.init_seconds = time.perf_counter() - t0
+            return
         m = self.manifest["model"]
         tk = self.manifest["tokenizer"]
         fixed = m.get("fixed_sequence_length")
@@ -152,18 +180,22 @@ class Predictor:
             raise BundleError(f"model file {model_file!r} is not one of the bundle's checksummed files",
                               "pass a file that the bundle's manifest lists")
         self.model_file = model_file or m["file"]
-        self._setup(self.path / self.model_file, self.path / tk["file"], list(self.manifest["labels"]),
+        self.embedding = self.manifest.get("embedding") if self.manifest.get("kind") == "embed" else None
+        self._setup(self.path / self.model_file, self.path / tk["file"], list(self.manifest.get("labels") or []),
                     tk["max_length"], tk.get("pad_id", 0), backend, threads, fixed)
         self.input_names = list(m.get("inputs") or self.backend.inputs)
         self.init_seconds = time.perf_counter() - t0
 
     @classmethod
     def from_files(cls, model_path, tokenizer_path, labels, max_length: int = 128, pad_id: int = 0,
-                   backend: str | None = None, threads: int | None = None) -> "Predictor":
-        """A predictor over loose files (used by the build to validate exactly what the bundle will run)."""
+                   backend: str | None = None, threads: int | None = None,
+                   embedding: dict | None = None) -> "Predictor":
+        """A predictor over loose files (used by the build to validate exactly what the bundle will run);
+        ``embedding`` ({"dimension", "pooling", "normalize"}, the manifest's section): an embedding model."""
         self = cls.__new__(cls)
         self.path = Path(model_path).parent
         self.manifest = {"model": {}, "files": {}}
+        self.embedding = embedding
         self.model_file = Path(model_path).name
         self.public_key = None
         self._setup(Path(model_path), Path(tokenizer_path), list(labels), max_length, pad_id, backend, threads, None)
@@ -172,7 +204,7 @@ class Predictor:
         return self
 
     def _setup(self, model_path: Path, tokenizer_path: Path, labels, max_length, pad_id, backend, threads, fixed):
-        if not labels:
+        if not labels and self.embedding is None:
             raise BundleError("the model has no labels", "rebuild the bundle")
         if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 0):
             raise ProbscaleError(f"threads {threads!r} is not a whole number >= 1", "pass e.g. threads=1, or None for the default")
@@ -195,8 +227,13 @@ class Predictor:
         self._check_width(self.backend.output_width)
 
     def _check_width(self, width):
-        """The model's output width is the number of labels (checked at load when the graph says it, else on
-        every result)."""
+        """The model's output width is the number of labels, or an embedding bundle's dimension (checked at load
+        when the graph says it, else on every result)."""
+        if self.embedding is not None:
+            if width is not None and width != self.embedding["dimension"]:
+                raise BundleError(f"the model gives {width}-wide token embeddings but the bundle says "
+                                  f"{self.embedding['dimension']}", "rebuild the bundle; do not edit its manifest")
+            return
         if width is not None and width != len(self.labels):
             raise BundleError(f"the model gives {width} scores per text but the bundle has {len(self.labels)} labels",
                               "rebuild the bundle; do not edit its labels")
@@ -232,6 +269,12 @@ class Predictor:
         (``tokenize_s``), in the inference session (``session_s``) and in post-processing (``post_s``)."""
         if isinstance(texts, str):
             texts = [texts]
+        if getattr(self, "generator", None) is not None:
+            raise ProbscaleError(f"bundle {self.path} is a text2text bundle: it generates text, it has no scores",
+                                 "call Predictor.generate(texts) (or `probscale-edge predict`, which generates)")
+        if self.embedding is not None:
+            raise ProbscaleError(f"bundle {self.path} is an embedding bundle: it has no labels to score",
+                                 "call Predictor.embed(texts) (or `probscale-edge predict`, which prints embeddings)")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ProbscaleError(f"batch size {batch_size!r} is not a whole number >= 1", "pass e.g. batch_size=32")
         clock = time.perf_counter
@@ -284,3 +327,82 @@ class Predictor:
     def accuracy(self, texts, labels, pairs=None, batch_size: int = 32) -> float:
         lg = self.logits(texts, pairs, batch_size)
         return float((lg.argmax(-1) == np.asarray(labels)).mean()) if len(labels) else float("nan")
+
+    # ------------------------------------------------------------------ embedding bundles
+    def embed_outputs(self, outputs: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """The bundle's pooling and normalization on the model's token embeddings."""
+        e = self.embedding
+        if outputs.ndim != 3 or outputs.shape[-1] != e["dimension"]:
+            raise BundleError(f"the model returns outputs of shape {outputs.shape}, not [texts, tokens, "
+                              f"{e['dimension']}]", "rebuild the bundle")
+        return pool_embeddings(outputs, attention_mask, e["pooling"], e["normalize"])
+
+    def embed(self, texts, batch_size: int = 32, timings: dict | None = None) -> np.ndarray:
+        """Sentence embeddings float32 [n, dimension], pooled and normalized as the teacher (torch-free)."""
+        if self.embedding is None:
+            raise ProbscaleError(f"bundle {self.path} is a classification bundle, not an embedding bundle",
+                                 "use Predictor.predict(texts), or build one with `probscale-edge build --task embed`")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ProbscaleError(f"batch size {batch_size!r} is not a whole number >= 1", "pass e.g. batch_size=32")
+        clock = time.perf_counter
+        t0, t_pre, t_run = clock(), 0.0, 0.0
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.embedding["dimension"]), np.float32)
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            a = clock()
+            feed = self.encode([texts[i] for i in idx])
+            b = clock()
+            tokens = self.backend.run(feed)
+            t_pre, t_run = t_pre + b - a, t_run + clock() - b
+            out[idx] = self.embed_outputs(tokens, feed["attention_mask"])
+        if timings is not None:
+            timings["tokenize_s"] = timings.get("tokenize_s", 0.0) + t_pre
+            timings["session_s"] = timings.get("session_s", 0.0) + t_run
+            timings["post_s"] = timings.get("post_s", 0.0) + (clock() - t0 - t_pre - t_run)
+        return out
+
+    def search(self, queries, index: np.ndarray, k: int = 10) -> list[list[tuple[int, float]]]:
+        """The ``k`` rows of ``index`` (embeddings from :meth:`embed`) most similar to each query, by cosine
+        similarity: for each query a list of (row, similarity), best first."""
+        index = np.asarray(index, dtype=np.float32)
+        if index.ndim != 2 or (self.embedding is not None and index.shape[1] != self.embedding["dimension"]):
+            raise ProbscaleError(f"the index has shape {index.shape}, not [rows, {(self.embedding or {}).get('dimension')}]",
+                                 "build the index with Predictor.embed(texts) of this bundle")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ProbscaleError(f"k {k!r} is not a whole number >= 1", "pass e.g. k=10")
+        q = self.embed(queries)
+        unit = index / np.maximum(np.linalg.norm(index, axis=1, keepdims=True), np.float32(1e-12))
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-12))
+        sims = q @ unit.T
+        k = min(k, len(index))
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(index) else np.tile(np.arange(k), (len(q), 1))
+        out = []
+        for r, row in enumerate(top):
+            best = row[np.argsort(-sims[r, row], kind="stable")]
+            out.append([(int(i), float(sims[r, i])) for i in best])
+        return out
+
+    # ------------------------------------------------------------------ text2text bundles
+    def _open_text2text(self, threads):
+        """A T5 bundle: tokenizer, the three graphs and their generation spec (runtime/generate.py)."""
+        from probscale_edge.runtime.generate import open_bundle
+
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ProbscaleError(f"threads {threads!r} is not a whole number >= 1", "pass e.g. threads=1, or None for the default")
+        self.embedding, self.threads, self.backend_name, self.fixed_length = None, threads, "onnxruntime", None
+        self.labels = list(self.manifest.get("labels") or [])
+        self.model_file = self.manifest["model"]["file"]
+        self.generator = open_bundle(self.path, self.manifest, threads)
+        self.tokenizer, self.max_length, self.pad_id = self.generator.tokenizer, self.generator.max_length, self.generator.pad_id
+        self.input_names = ["input_ids", "attention_mask"]
+
+    def generate(self, texts, max_new_tokens: int | None = None, num_beams: int = 1, batch_size: int = 16) -> list[str]:
+        """Greedy outputs of a text2text bundle for ``texts`` (torch-free, key/value cache); ``max_new_tokens``
+        defaults to the bundle's ``generation.max_new_tokens``."""
+        if getattr(self, "generator", None) is None:
+            raise ProbscaleError(f"bundle {self.path} is not a text2text bundle", "use Predictor.predict(texts), or "
+                                 "build one with `probscale-edge build --kind text2text`")
+        return self.generator.generate(texts, max_new_tokens, num_beams, batch_size)

@@ -81,7 +81,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="bundles/ladder")
     ap.add_argument("--json", default="benchmarks/ladder/results/ladder.json")
+    ap.add_argument("--tables", action="store_true", help="only print the tables of the rows already in --json")
     a = ap.parse_args(argv)
+    if a.tables:
+        a.tasks = []
 
     from probscale_edge.errors import ProbscaleError
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
@@ -114,7 +117,6 @@ def main(argv=None):
     for r in rows:
         if "error" in r:
             print(f"{r['task']} at {r['floor']:g}: {r['error']}")
-    out.write_text(json.dumps({"model": a.model, "machine": platform.node(), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,13 @@ public class MainActivity extends Activity {
             try {
                 ClassifierHolder.Loaded l = ClassifierHolder.load(this, 0);
                 BundleManifest m = l.bundle.manifest;
+                if (m.isEmbedding()) { // an embedding bundle has no labels: the embed-and-search screen instead
+                    runOnUiThread(() -> {
+                        startActivity(new Intent(this, SearchActivity.class));
+                        finish();
+                    });
+                    return;
+                }
                 String info = getString(R.string.status_ready, m.modelFile, m.precision, m.labels.size(),
                         m.files.size(), l.backend.initMs);
                 runOnUiThread(() -> {

@@ -49,12 +49,44 @@ public final class BundleManifest {
     public final int padId;
     public final boolean doLowerCase;
     public final Map<String, FileEntry> files;
+    /** "classify" (labels), or "embed": an embedding bundle (no labels; the model outputs token embeddings). */
+    public final String kind;
+    /** Embedding bundles: the width of the embedding, the pooling (mean | cls) and whether it is L2-normalized. */
+    public final int embeddingDimension;
+    public final String embeddingPooling;
+    public final boolean embeddingNormalize;
 
     private BundleManifest(Map<String, Object> m) throws BundleException {
         formatVersion = formatVersion(m);
         files = fileEntries(m.get("files"));
-        labels = strings(m.get("labels"), "labels");
-        if (labels.isEmpty()) {
+        Object k = m.get("kind");
+        kind = k instanceof String ? (String) k : "classify";
+        labels = m.containsKey("labels") || !"embed".equals(kind) ? strings(m.get("labels"), "labels")
+                : Collections.<String>emptyList();
+        if ("embed".equals(kind)) {
+            if (!labels.isEmpty()) {
+                throw new BundleException("manifest.json of an embedding bundle lists labels", REBUILD);
+            }
+            Map<String, Object> e = section(m, "embedding");
+            Object dim = e.get("dimension");
+            if (!(dim instanceof Long) || (Long) dim < 1 || (Long) dim > 65536) {
+                throw new BundleException("manifest.json embedding.dimension is not a whole number in [1, 65536]", REBUILD);
+            }
+            embeddingDimension = ((Long) dim).intValue();
+            embeddingPooling = str(e, "pooling", "embedding.pooling", null);
+            if (!SentencePooling.MEAN.equals(embeddingPooling) && !SentencePooling.CLS.equals(embeddingPooling)) {
+                throw new BundleException("manifest.json embedding.pooling is not one of mean, cls", REBUILD);
+            }
+            if (!(e.get("normalize") instanceof Boolean)) {
+                throw new BundleException("manifest.json embedding.normalize is not true/false", REBUILD);
+            }
+            embeddingNormalize = (Boolean) e.get("normalize");
+        } else {
+            embeddingDimension = 0;
+            embeddingPooling = null;
+            embeddingNormalize = false;
+        }
+        if (labels.isEmpty() && !"embed".equals(kind)) {
             throw new BundleException("manifest.json lists no labels", REBUILD);
         }
         if (new java.util.HashSet<String>(labels).size() != labels.size()) {
@@ -102,6 +134,11 @@ public final class BundleManifest {
         if (!files.containsKey(tokenizerFile) && vocabFile == null) {
             throw new BundleException("tokenizer file " + tokenizerFile + " is not listed in manifest files", REBUILD);
         }
+    }
+
+    /** An embedding bundle ({@code "kind": "embed"}): use {@link TextEmbedder}, not {@link TextClassifier}. */
+    public boolean isEmbedding() {
+        return "embed".equals(kind);
     }
 
     private static int formatVersion(Map<String, Object> m) throws BundleException {

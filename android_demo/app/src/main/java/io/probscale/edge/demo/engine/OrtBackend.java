@@ -16,6 +16,7 @@ import ai.onnxruntime.OrtSession;
 import io.probscale.edge.core.BundleException;
 import io.probscale.edge.core.BundleManifest;
 import io.probscale.edge.core.BundleVerifier;
+import io.probscale.edge.core.EmbeddingBackend;
 import io.probscale.edge.core.Encoding;
 import io.probscale.edge.core.InferenceBackend;
 
@@ -25,7 +26,7 @@ import io.probscale.edge.core.InferenceBackend;
  * <p>No android.* imports on purpose: this class is compile-checked on the host against the ORT
  * Android AAR's classes.jar (see run_host_tests.sh). Works with model.onnx and model.ort alike.
  */
-public final class OrtBackend implements InferenceBackend, AutoCloseable {
+public final class OrtBackend implements InferenceBackend, EmbeddingBackend, AutoCloseable {
     public static final String NAME = "onnxruntime-android";
 
     private final OrtEnvironment env;
@@ -104,6 +105,36 @@ public final class OrtBackend implements InferenceBackend, AutoCloseable {
                 float[][] out = (float[][]) v.get().getValue();
                 if (out.length != 1 || out[0].length != numLabels) {
                     throw new IllegalStateException("expected logits of shape [1, " + numLabels + "]");
+                }
+                return out[0];
+            } finally {
+                r.close();
+            }
+        } finally {
+            for (OnnxTensor t : feed.values()) {
+                t.close();
+            }
+        }
+    }
+
+    /** An embedding bundle's model: token embeddings [tokens][width] of one text (batch 1). */
+    @Override
+    public float[][] tokenEmbeddings(Encoding enc) throws OrtException {
+        long[] shape = {1, enc.length()};
+        Map<String, OnnxTensor> feed = new HashMap<String, OnnxTensor>();
+        try {
+            for (String name : inputs) {
+                feed.put(name, OnnxTensor.createTensor(env, LongBuffer.wrap(enc.input(name)), shape));
+            }
+            OrtSession.Result r = session.run(feed);
+            try {
+                Optional<OnnxValue> v = r.get(output);
+                if (!v.isPresent()) {
+                    throw new IllegalStateException("the model returned no " + output);
+                }
+                float[][][] out = (float[][][]) v.get().getValue();
+                if (out.length != 1 || out[0].length != enc.length()) {
+                    throw new IllegalStateException("expected token embeddings of shape [1, " + enc.length() + ", width]");
                 }
                 return out[0];
             } finally {
