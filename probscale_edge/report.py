@@ -48,7 +48,23 @@ def _table(title, headers, rows):
             print(" | ".join(str(x) for x in r))
 
 
+def print_embed_summary(m: dict) -> None:
+    """An embedding bundle: the metrics embedding users read, teacher against bundle (means over the tasks)."""
+    means = m["metrics"]["mean"]
+    keys = ("mean_cosine", "spearman", "recall@10", "ndcg@10", "knn_accuracy")
+    rows = [[name] + [f"{means[name][k]:.4f}" if means[name].get(k) is not None else "-" for k in keys]
+            for name in ("teacher", "student_torch_fp32", "student_onnx_fp32", "bundle") if name in means]
+    _table(f"probscale-edge build (embed): {m['source_model']['name']} on {m['task']['name']}",
+           ["model", "cosine to teacher", "Spearman", "recall@10", "nDCG@10", "k-NN acc"], rows)
+    p, r = m["parameters"], m["metrics"].get("mean_recall@10_retention")
+    print(f"parameters {p['ratio_total']:.2f}x fewer in total  |  recall@10 kept "
+          f"{'-' if r is None else f'{r:.1%}'}  |  bundle {_fmt_bytes(m['sizes']['bundle_model_bytes'])}  |  "
+          f"bundle: {m.get('bundle_path', '')}")
+
+
 def print_summary(m: dict) -> None:
+    if m.get("kind") == "embed":
+        return print_embed_summary(m)
     print_ladder(m)
     rows = summary_rows(m)
     _table(f"probscale-edge build: {m['source_model']['name']} on {m['task']['name']} "
