@@ -116,3 +116,16 @@ def test_help_loads_no_heavy_library():
     r = subprocess.run([sys.executable, "-c", "import probscale_edge.cli, sys; print('torch' in sys.modules)"],
                        capture_output=True, text=True)
     assert r.stdout.strip() == "False", r.stderr[-500:]
+
+
+def test_every_test_folder_is_collected():
+    """pytest skips folders named like build outputs (its norecursedirs: build, dist, venv, ...) without a word;
+    a test folder of that name would silently drop out of the suite."""
+    import subprocess
+    import sys
+
+    folders = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py")}
+    r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:warnings"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    collected = {line.split("::")[0].rsplit("/", 1)[0] for line in r.stdout.splitlines() if "::" in line}
+    assert folders <= collected, sorted(folders - collected)
