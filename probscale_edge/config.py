@@ -314,7 +314,7 @@ class GoalConfig(Config):
     ladder: tuple = (2.0, 3.0, 5.0, 8.0, 12.0, 16.0)  # rungs, in times fewer total parameters
     best_effort: bool = False  # when the constraints cannot all be met, ship the closest rung (marked so)
     time_budget: float | None = None  # minutes for the walk down the ladder (the rung in progress finishes)
-    rung_epochs: float = 0.5  # distillation epochs at each rung (the student carries them down the ladder)
+    rung_epochs: float = 1.0  # distillation epochs at each rung (the student carries them down the ladder)
     layer_floor: float = 0.5  # no kept layer falls below this share of the average kept heads / neurons
 
     def __post_init__(self):

@@ -95,14 +95,15 @@ def select(model, report, cfg: SelectConfig, tokenizer=None, tasks=None, weights
     if table is not None:
         keep = _layers_within_latency(table, cfg.max_latency_ms, keep, report, log)
         target, cost_model = cfg.max_latency_ms - table.base_ms, table.cost_model()
-    steps = f" in {cfg.prune_iterations} re-scored steps" if cfg.prune_iterations > 1 else ""
+    iterations = cfg.prune_iterations or 1  # None (the recipe's) outside a build: one-shot
+    steps = f" in {iterations} re-scored steps" if iterations > 1 else ""
     log(f"  scoring heads and FFN neurons of layers {keep} (Fisher){steps} ...")
     icfg = None
     if probe_cfg is not None:  # score units at the build's input length and seed
         from probscale_edge.importance import ImportanceConfig
 
         icfg = ImportanceConfig(max_length=probe_cfg.max_length, seed=probe_cfg.seed)
-    al = iterative_allocate(model, tokenizer, tasks, weights, keep, target, cfg.prune_iterations, cfg=icfg, log=log,
+    al = iterative_allocate(model, tokenizer, tasks, weights, keep, target, iterations, cfg=icfg, log=log,
                             cost_model=cost_model)
     spec = SubnetworkSpec(list(keep), al["heads"], al["ffn"])
     predicted = None

@@ -27,7 +27,7 @@ _OPTIONS = [
     click.option("--best-effort", is_flag=True, help="When no rung meets every constraint, ship the closest one "
                  "(marked so in the manifest) instead of failing."),
     click.option("--time-budget", type=float, default=None, help="Minutes for the walk down the ladder."),
-    click.option("--rung-epochs", type=float, default=0.5, show_default=True,
+    click.option("--rung-epochs", type=float, default=1.0, show_default=True,
                  help="Distillation epochs per rung (the student carries them down the ladder)."),
     click.option("--layer-floor", type=float, default=0.5, show_default=True,
                  help="No kept layer falls below this share of the average kept heads and neurons."),

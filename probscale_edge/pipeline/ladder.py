@@ -290,6 +290,9 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
             w.stopped = f"the time budget ({g.time_budget:g} min) ran out before rung {i} ({ratio:g}x)"
             break
         r0 = time.time()
+        if cur.model.param_counts()["total"] <= t.model.param_counts()["total"] / ratio:
+            run.log(f"  rung {i} ({ratio:g}x): already reached by the vocabulary trim, skipped")
+            continue
         nxt = _climb(run, t, report, cur, tok, data, ratio)
         if nxt is None:
             w.stopped = f"rung {i} ({ratio:g}x) leaves no room for any layer next to the embedding"
