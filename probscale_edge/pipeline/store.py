@@ -161,6 +161,9 @@ class Staging:
 
     def __enter__(self) -> "Staging":
         self.parent.mkdir(parents=True, exist_ok=True)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes the output (and locks it)
+            self.work = Path(tempfile.mkdtemp(dir=self.parent, prefix=f".{self.out.name}.build-{os.getpid()}-"))
+            return self
         self._take_lock()
         try:
             self._check_free()  # another build may have finished this output since check_output

@@ -25,11 +25,17 @@ def _build(model, data, out, cache, fault=None, extra=()):
     return subprocess.run(cmd, env=env, capture_output=True, text=True)
 
 
+# report.html and pareto.png render the latencies measured by this build (they differ run to run by design)
+MEASURED = ("report.html", "pareto.png")
+
+
 def _hashes(bundle):
-    """sha256 of every bundle file except model.ort: ONNX Runtime's ORT-format serializer does not write
-    byte-identical files for the same model (its outputs are identical; checked in _same_ort)."""
+    """sha256 of every bundle file except model.ort (ONNX Runtime's ORT-format serializer does not write
+    byte-identical files for the same model: its outputs are identical, checked in _same_ort) and the report
+    (it shows this build's measured latencies; checked to be there)."""
     m = json.loads((bundle / "manifest.json").read_text())
-    return {k: v["sha256"] for k, v in m["files"].items() if k != "model.ort"}
+    assert all(k in m["files"] for k in MEASURED)
+    return {k: v["sha256"] for k, v in m["files"].items() if k != "model.ort" and k not in MEASURED}
 
 
 def _same_ort(a, b):
