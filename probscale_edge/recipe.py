@@ -83,8 +83,11 @@ def load(path) -> dict:
         except yaml.YAMLError as e:
             raise ProbscaleError(f"{path} is not valid YAML ({str(e).splitlines()[0]})", "fix the file")
     else:
-        import tomllib
-
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ProbscaleError(f"{path}: reading TOML needs Python 3.11 or later",
+                                 "write the recipe as YAML (recipe.yaml), or use Python 3.11+") from None
         try:
             d = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
