@@ -65,22 +65,12 @@ def default_embed_output(cfg) -> Path:
 
 def prepare_embed(cfg, log) -> Run:
     """Cheap checks first: the output, the cache, the model folder, then the texts (labels optional)."""
-    from probscale_edge.assets import cache_dir
-    from probscale_edge.modeling import check_model_folder, resolve_model
-    from probscale_edge.pipeline.run import check_cache, check_output
+    from probscale_edge.pipeline.run import check_cache, check_inputs
 
     check_embed_config(cfg)
     out = Path(cfg.bundle.output) if cfg.bundle.output else default_embed_output(cfg)
     check_cache()
-    inputs = [Path(t.spec) for t in cfg.data.tasks if Path(t.spec).exists()]
-    inputs += [Path(t.eval) for t in cfg.data.tasks if t.eval and Path(t.eval).exists()]
-    if Path(cfg.source.model).exists():
-        inputs.append(Path(cfg.source.model))
-    check_output(out, cfg, inputs + [cache_dir()])
-    run = Run(cfg, log, out)
-    run.src = resolve_model(cfg.source.model, log=log)
-    if isinstance(run.src, Path):
-        check_model_folder(run.src, allow_pickle=cfg.source.allow_pickle)
+    run = Run(cfg, log, out, check_inputs(cfg, out, log))
     run.tasks = [load_texts(ts, cfg.data, log) for ts in cfg.data.tasks]
     for t in run.tasks:
         log(f"task {t.name}: {len(t.train)} train / {len(t.eval)} eval texts"

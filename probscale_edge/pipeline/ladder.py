@@ -91,11 +91,20 @@ def _train(run: Run, t: Teacher, model, tok, data, epochs: float, lineage: Linea
                             progress_desc="ladder (distill)", hidden_teacher=hidden)
 
 
-def _dev_accuracy(run: Run, model, tok) -> float:
+def _accuracy_on(run: Run, split, model, tok) -> float:
     from probscale_edge.modeling import predict_logits
 
-    d = run.dev
-    return accuracy(predict_logits(model, tok, d.texts, d.pairs, max_length=run.max_length), d.labels)
+    return accuracy(predict_logits(model, tok, split.texts, split.pairs, max_length=run.max_length), split.labels)
+
+
+def _dev_accuracy(run: Run, model, tok) -> float:
+    return _accuracy_on(run, run.dev, model, tok)
+
+
+def _layer_params(model) -> int:
+    from probscale_edge.select import layer_costs
+
+    return sum(layer_costs(model))
 
 
 def _width_cut(run: Run, model, tok, target: int, layer_ids=None) -> SubnetworkSpec:
@@ -106,7 +115,10 @@ def _width_cut(run: Run, model, tok, target: int, layer_ids=None) -> SubnetworkS
     shapes = model.layer_shapes()
     keep = list(range(len(shapes))) if layer_ids is None else list(layer_ids)
     icfg = ImportanceConfig(max_length=run.max_length, seed=run.cfg.seed)
-    total = sum(sum(p.numel() for p in model.adapter.layers(model.encoder)[i].parameters()) for i in keep)
+    from probscale_edge.select import layer_costs
+
+    costs = layer_costs(model)
+    total = sum(costs[i] for i in keep)
     share = min(1.0, target / max(1, total))
     floor = run.cfg.goal.layer_floor * share
     min_heads = max(1, int(floor * max(s["heads"] for s in shapes)))
@@ -126,7 +138,7 @@ def _weakest_layer(report: ProbeReport, lineage: Lineage) -> int:
 
 def _layer_target(model, target_total: float) -> int:
     """Layer parameters that leave ``model`` at ``target_total`` parameters (embedding and head as they are)."""
-    layers = sum(p.numel() for layer in model.adapter.layers(model.encoder) for p in layer.parameters())
+    layers = _layer_params(model)
     return int(target_total - (model.param_counts()["total"] - layers))
 
 
@@ -153,7 +165,7 @@ def _factorize_if_needed(run: Run, cur: Rung, target_total: float) -> tuple[Rung
     from probscale_edge.embedding import embedding_rank, factorize_embeddings
 
     rank = run.cfg.prune.embedding_rank
-    layers = sum(p.numel() for layer in cur.model.adapter.layers(cur.model.encoder) for p in layer.parameters())
+    layers = _layer_params(cur.model)
     if not rank or embedding_rank(cur.model) or _layer_target(cur.model, target_total) >= EMBED_SWITCH * layers:
         return cur, None
     model = copy.deepcopy(cur.model)
@@ -299,7 +311,8 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
             break
         rec = nxt.record
         rec.update(rung=i, retention=rec["dev_accuracy"] / full_dev if full_dev else 0.0,
-                   eval_accuracy=_eval_accuracy(run, nxt.model, tok), **measure(run, nxt.model, tok, work / f"rung{i}"))
+                   eval_accuracy=_accuracy_on(run, run.task.eval, nxt.model, tok),
+                   **measure(run, nxt.model, tok, work / f"rung{i}"))
         rec["meets"], rec["seconds"] = _meets(run, rec, table), round(time.time() - r0, 1)
         kept.append(nxt)
         w.rungs.append(rec)
@@ -311,13 +324,6 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
     else:
         w.stopped = "the ladder's last rung was reached"
     return w, _choose(run, w, kept), tok
-
-
-def _eval_accuracy(run: Run, model, tok) -> float:
-    from probscale_edge.modeling import predict_logits
-
-    e = run.task.eval
-    return accuracy(predict_logits(model, tok, e.texts, e.pairs, max_length=run.max_length), e.labels)
 
 
 def _full_sizes(run: Run, t: Teacher, work: Path) -> tuple[dict, dict]:

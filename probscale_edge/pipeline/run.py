@@ -105,6 +105,23 @@ def check_cache() -> None:
                              "point PROBSCALE_EDGE_CACHE at a writable folder") from None
 
 
+def check_inputs(cfg: BuildConfig, out: Path, log):
+    """The output against the inputs (data files, model folder, cache: never inside it), then the model:
+    resolved and, for a folder, checked. Every route's prepare runs this before loading anything; -> the model."""
+    from probscale_edge.assets import cache_dir
+    from probscale_edge.modeling import check_model_folder, resolve_model
+
+    inputs = [Path(t.spec) for t in cfg.data.tasks if Path(t.spec).exists()]
+    inputs += [Path(t.eval) for t in cfg.data.tasks if t.eval and Path(t.eval).exists()]
+    if Path(cfg.source.model).exists():
+        inputs.append(Path(cfg.source.model))
+    check_output(out, cfg, inputs + [cache_dir()])
+    src = resolve_model(cfg.source.model, log=log)
+    if isinstance(src, Path):
+        check_model_folder(src, allow_pickle=cfg.source.allow_pickle)
+    return src
+
+
 def prepare(cfg: BuildConfig, log) -> Run:
     """Cheap checks first (the configs checked themselves when made): the output, the cache, the converter, the
     model folder, the data. Nothing heavy is loaded before the inputs are known to be usable."""
@@ -118,19 +135,9 @@ def prepare(cfg: BuildConfig, log) -> Run:
         from probscale_edge.specs import LatencyTable
 
         LatencyTable.load(cfg.select.latency_table)
-    from probscale_edge.assets import cache_dir
-    from probscale_edge.modeling import check_model_folder, resolve_model
-
-    inputs = [Path(t.spec) for t in cfg.data.tasks if Path(t.spec).exists()]
-    inputs += [Path(t.eval) for t in cfg.data.tasks if t.eval and Path(t.eval).exists()]
-    if Path(cfg.source.model).exists():
-        inputs.append(Path(cfg.source.model))
-    check_output(out, cfg, inputs + [cache_dir()])
     from probscale_edge.recipe import resolve
 
-    src = resolve_model(cfg.source.model, log=log)
-    if isinstance(src, Path):
-        check_model_folder(src, allow_pickle=cfg.source.allow_pickle)
+    src = check_inputs(cfg, out, log)
     cfg, recipe = resolve(cfg, src)  # every field the recipe decides is concrete from here on
     run = Run(cfg, log, out, src, recipe=recipe)
     run.tasks = _load_tasks(cfg, log, uncapped_first=cfg.walks_ladder)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from probscale_edge.errors import ProbscaleError
 from probscale_edge.faults import fault
-from probscale_edge.pipeline.run import Run, check_cache, check_output, default_output
+from probscale_edge.pipeline.run import Run, check_cache, check_inputs, default_output
 
 DEFAULT_BUDGET = 1 / 3
 GRAPHS = ("encoder", "decoder", "decoder_with_past")
@@ -99,21 +99,12 @@ def _check_t5_folder(src) -> None:
 
 def prepare(cfg, log) -> Run:
     """Cheap checks first: options, output, cache, the model folder (a T5), the data (pairs or a framed task)."""
-    from probscale_edge.assets import cache_dir
-    from probscale_edge.modeling import check_model_folder, resolve_model
     from probscale_edge.text2text import load_pairs_task
 
     _check_options(cfg)
     out = Path(cfg.bundle.output) if cfg.bundle.output else default_output(cfg)
     check_cache()
-    inputs = [Path(t.spec) for t in cfg.data.tasks if Path(t.spec).exists()]
-    inputs += [Path(t.eval) for t in cfg.data.tasks if t.eval and Path(t.eval).exists()]
-    if Path(cfg.source.model).exists():
-        inputs.append(Path(cfg.source.model))
-    check_output(out, cfg, inputs + [cache_dir()])
-    src = resolve_model(cfg.source.model, log=log)
-    if isinstance(src, Path):
-        check_model_folder(src, allow_pickle=cfg.source.allow_pickle)
+    src = check_inputs(cfg, out, log)
     _check_t5_folder(src)
     run = Run(cfg, log, out, src=src)
     d = cfg.data
