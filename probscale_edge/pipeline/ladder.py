@@ -76,6 +76,8 @@ class Walk:
     full: dict = field(default_factory=dict)
     uncut_int8: dict | None = None
     best_effort: bool = False
+    start: dict = field(default_factory=dict)  # where the probes started the walk, and why
+    abandoned: list = field(default_factory=list)  # the rungs of a probes' start that missed the floor
 
 
 def _train(run: Run, t: Teacher, model, tok, data, epochs: float, lineage: Lineage) -> dict:
@@ -160,25 +162,25 @@ def _candidates(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, targe
     return out
 
 
-def _factorize_if_needed(run: Run, cur: Rung, target_total: float) -> tuple[Rung, str | None]:
+def _factorize_if_needed(run: Run, cur: Rung, tok, target_total: float) -> tuple[Rung, str | None]:
     """The rung with its word embedding factorized (the recipe's rank) when width alone would cut too deep."""
-    from probscale_edge.embedding import embedding_rank, factorize_embeddings
+    from probscale_edge.embedding import embedding_rank
+    from probscale_edge.pipeline.student import factorize
 
     rank = run.cfg.prune.embedding_rank
     layers = _layer_params(cur.model)
     if not rank or embedding_rank(cur.model) or _layer_target(cur.model, target_total) >= EMBED_SWITCH * layers:
         return cur, None
     model = copy.deepcopy(cur.model)
-    rep = factorize_embeddings(model, rank)
-    run.stages["embedding"] = asdict(rep)
+    rep = factorize(run, model, tok, rank)
     return Rung(model, cur.lineage, {}), (f"embedding factorized to rank {rank} ({rep.energy_kept:.0%} of the "
-                                          "energy)")
+                                          "energy as the task uses its tokens)")
 
 
 def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, ratio: float) -> Rung | None:
     """One rung: the candidates' short distillation, the better one distilled on; None: no room left."""
     target_total = t.model.param_counts()["total"] / ratio
-    cur, embedding = _factorize_if_needed(run, cur, target_total)
+    cur, embedding = _factorize_if_needed(run, cur, tok, target_total)
     cands = _candidates(run, t, report, cur, tok, target_total)
     if not cands:
         return None
@@ -284,25 +286,61 @@ def _distill_data(run: Run, t: Teacher):
     return split, logits
 
 
+def start_rung(run: Run, report: ProbeReport, model, full_total: int) -> tuple[int, str]:
+    """Where the walk starts -> (index into the ladder, why). The layers the task needs are the first k whose
+    probe reaches the floor's share of the best probe accuracy; the walk starts at the smallest rung that still
+    holds those k layers at full width next to the embedding (the rungs above it are not worth the time)."""
+    from probscale_edge.select import layer_costs
+
+    w, g = report.weighted, run.cfg.goal
+    best = max(w[1:])
+    k = next(i for i in range(1, len(w)) if w[i] >= g.min_retention * best)
+    costs = layer_costs(model)
+    needed = model.param_counts()["total"] - sum(costs) + sum(costs[:k])
+    fits = [i for i, r in enumerate(g.ladder) if full_total / r >= needed]
+    start = fits[-1] if fits else 0
+    why = (f"the probes: layers 1-{k} reach {w[k]:.3f} of the best probe's {best:.3f} (the floor's share), "
+           f"{needed:,} parameters with the embedding: the walk starts at {g.ladder[start]:g}x")
+    return start, why
+
+
 def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> tuple[Walk, Rung | None, object]:
-    """Walk down the ladder -> (the walk, the chosen rung, the student's tokenizer)."""
+    """Walk down the ladder from the probes' start -> (the walk, the chosen rung, the student's tokenizer). When
+    the first rung walked already misses the floor, the walk starts again from the top of the ladder."""
     from probscale_edge.pipeline.student import embedding_side
 
-    g = run.cfg.goal
     full_dev = _dev_accuracy(run, t.model, t.tokenizer)
     sizes, uncut = _full_sizes(run, t, work)
     w = Walk(full={"dev_accuracy": full_dev, "eval_accuracy": t.accuracy,
                    "total_params": t.model.param_counts()["total"], **sizes}, uncut_int8=uncut)
-    model, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize=False)
-    cur, data, kept = Rung(model, Lineage.of(model), {}), _distill_data(run, t), []
-    run.log(f"walking the ladder {', '.join(f'{r:g}x' for r in g.ladder)} (floor {g.min_retention:.1%} of the full "
-            f"model's dev accuracy {full_dev:.4f}) ...")
+    model, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize_now=False)
+    data = _distill_data(run, t)
+    start, why = start_rung(run, report, model, w.full["total_params"])
+    w.start = {"rung": start + 1, "why": why}
+    run.log(f"walking the ladder {', '.join(f'{r:g}x' for r in run.cfg.goal.ladder)} (floor "
+            f"{run.cfg.goal.min_retention:.1%} of the full model's dev accuracy {full_dev:.4f}); {why} ...")
+    kept = _walk_from(run, t, report, Rung(model, Lineage.of(model), {}), tok, data, w, start, work, table, full_dev)
+    if start and w.rungs and not w.rungs[0]["meets"]["retention"]:
+        run.log(f"  the probes' start ({run.cfg.goal.ladder[start]:g}x) missed the floor: walking from the top")
+        w.start["restarted"], w.abandoned, w.rungs = True, w.rungs, []
+        model, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize_now=False)
+        kept = _walk_from(run, t, report, Rung(model, Lineage.of(model), {}), tok, data, w, 0, work, table, full_dev)
+    return w, _choose(run, w, kept), tok
+
+
+def _walk_from(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, w: Walk, start: int, work: Path,
+               table, full_dev: float) -> list:
+    """The rungs from ``start`` down, recorded in ``w`` -> the kept rungs."""
+    g, kept = run.cfg.goal, []
+    full_total = w.full["total_params"]
     for i, ratio in enumerate(g.ladder, 1):
+        if i <= start:
+            continue
         if g.time_budget is not None and time.time() - run.t_start > g.time_budget * 60:
             w.stopped = f"the time budget ({g.time_budget:g} min) ran out before rung {i} ({ratio:g}x)"
             break
         r0 = time.time()
-        if cur.model.param_counts()["total"] <= t.model.param_counts()["total"] / ratio:
+        if cur.model.param_counts()["total"] <= full_total / ratio:
             run.log(f"  rung {i} ({ratio:g}x): already reached by the vocabulary trim, skipped")
             continue
         nxt = _climb(run, t, report, cur, tok, data, ratio)
@@ -323,7 +361,7 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
             break
     else:
         w.stopped = "the ladder's last rung was reached"
-    return w, _choose(run, w, kept), tok
+    return kept
 
 
 def _full_sizes(run: Run, t: Teacher, work: Path) -> tuple[dict, dict]:
@@ -379,6 +417,7 @@ def record(w: Walk, run: Run) -> dict:
     return {"constraints": {"min_retention": g.min_retention, "max_size_mb": g.max_size_mb,
                             "max_latency_ms": run.cfg.select.max_latency_ms},
             "best_effort": w.best_effort, "stopped": w.stopped, "chosen": w.chosen, "full": w.full,
+            "start": w.start, "abandoned": w.abandoned,
             "uncut_int8": w.uncut_int8, "rungs": w.rungs, "ladder": list(g.ladder), "rung_epochs": g.rung_epochs,
             "candidate_share": PROBE_SHARE,
             "note": ("dev accuracy on a split held out of the training data (the teacher never trained on it); "

@@ -65,6 +65,7 @@ class Run:
     lengths: dict | None = None  # the teacher stage's decision: {"cap", "model", "tokenizer", "used"}
     recipe: dict | None = None  # probscale_edge.recipe.resolve: the values and who decided each
     dev: object = None  # ladder builds: the dev split held out of the training data
+    spare: list = field(default_factory=list)  # ladder builds: texts of training rows neither trained on nor dev
     ladder: dict | None = None  # ladder builds: every rung and the choice (the manifest's "ladder")
 
     @property
@@ -142,7 +143,8 @@ def prepare(cfg: BuildConfig, log) -> Run:
     run = Run(cfg, log, out, src, recipe=recipe)
     run.tasks = _load_tasks(cfg, log, uncapped_first=cfg.walks_ladder)
     if cfg.walks_ladder:  # the rungs are judged on a dev split the teacher never trains on
-        run.dev = _hold_out_dev(run.task, cfg.data.max_train, cfg.recover.dev_fraction or 0.1, cfg.seed, log)
+        run.dev, run.spare = _hold_out_dev(run.task, cfg.data.max_train, cfg.recover.dev_fraction or 0.1, cfg.seed,
+                                           log)
     return run
 
 
@@ -152,7 +154,8 @@ DEV_MAX = 2000  # rows of unused training data taken for the ladder's dev split 
 def _hold_out_dev(task, max_train, fraction: float, seed: int, log):
     """A stratified dev split out of the task's training examples, then the ``max_train`` cap on the rest. Rows the
     cap would leave unused go to the dev split first (up to ``DEV_MAX``), so training keeps ``max_train`` rows;
-    at least ``fraction`` of the training rows (and 2 per class) are held out in any case."""
+    at least ``fraction`` of the training rows (and 2 per class) are held out in any case. -> (the dev split, the
+    texts of the rows left over: the vocabulary and the embedding's token weights read them, nothing trains on them)"""
     from probscale_edge.data import cap_train, stratified_sample
 
     n_all = len(task.train)
@@ -161,12 +164,14 @@ def _hold_out_dev(task, max_train, fraction: float, seed: int, log):
                                          min(DEV_MAX, n_all - used)))
     dev_idx = set(stratified_sample(task.train.labels, n, seed=seed))
     dev = task.train.subset(sorted(dev_idx))
-    task.train = cap_train(task.train.subset([i for i in range(n_all) if i not in dev_idx]), task.num_labels,
-                           max_train)
+    rest = task.train.subset([i for i in range(n_all) if i not in dev_idx])
+    task.train = cap_train(rest, task.num_labels, max_train)
+    used_texts = set(task.train.texts)
+    spare = [x for x in rest.texts if x not in used_texts]
     _two_per_class(task)
     log(f"  dev split for the ladder: {len(dev)} examples held out of training ({len(task.train)} left to train on; "
         "the eval split stays for the report)")
-    return dev
+    return dev, spare
 
 
 def _two_per_class(t) -> None:

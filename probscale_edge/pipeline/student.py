@@ -76,25 +76,36 @@ def prune(run: Run, t: Teacher, selection: Selection, folder: Path):
     return model, tok
 
 
-def embedding_side(run: Run, t: Teacher, model, factorize: bool = True):
+def task_texts(run: Run) -> list:
+    """The task's own text, every training row but the dev split's (the vocabulary and the embedding read it)."""
+    return run.task.train.texts + (run.task.train.pairs or []) + run.spare
+
+
+def factorize(run: Run, model, tok, rank: int):
+    """The word embedding factorized to ``rank``, weighted by how often the task's text uses each token."""
+    from probscale_edge.embedding import factorize_embeddings, token_weights
+
+    vocab = model.adapter.word_embeddings(model.encoder).weight.shape[0]
+    frep = factorize_embeddings(model, rank, token_weights(tok, task_texts(run), vocab, run.max_length))
+    run.stages["embedding"] = {**asdict(frep), "weighted_by": "token counts in the task's training text"}
+    return frep
+
+
+def embedding_side(run: Run, t: Teacher, model, factorize_now: bool = True):
     """The vocabulary and embedding options on a cut copy of the teacher (in place) -> (model, its tokenizer).
-    ``factorize=False``: the vocabulary only (the ladder factorizes at the rung that needs it)."""
+    ``factorize_now=False``: the vocabulary only (the ladder factorizes at the rung that needs it)."""
     cfg, tok = run.cfg, t.tokenizer
     if cfg.prune.trim_vocab:
         from probscale_edge.vocab import trim_vocabulary
 
-        texts = run.task.train.texts + (run.task.train.pairs or [])
-        tok, vrep = trim_vocabulary(model, t.tokenizer, texts, None, cfg.prune.vocab_min_count, run.max_length)
+        tok, vrep = trim_vocabulary(model, t.tokenizer, task_texts(run), None, cfg.prune.vocab_min_count, run.max_length)
         run.stages["vocab"] = asdict(vrep)
         run.log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
                 f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
-    if cfg.prune.embedding_rank and factorize:
-        from probscale_edge.embedding import factorize_embeddings
-
-        frep = factorize_embeddings(model, cfg.prune.embedding_rank)
-        run.stages["embedding"] = asdict(frep)
+    if cfg.prune.embedding_rank and factorize_now:
+        frep = factorize(run, model, tok, cfg.prune.embedding_rank)
         run.log(f"  word embedding factorized to rank {frep.rank}: {frep.params_before:,} -> {frep.params_after:,} "
-                f"parameters (relative error {frep.relative_error:.3f}, {frep.energy_kept:.1%} of the energy)")
+                f"parameters (relative error {frep.relative_error:.3f}, {frep.energy_kept:.1%} of the energy, weighted by token use)")
     return model, tok
 
 
