@@ -107,7 +107,8 @@ def ladder_view(m: dict) -> dict:
     return {"single": False, "rungs": rungs, "chosen": chosen, "full": full,
             "uncut": lad.get("uncut_int8") if isinstance(lad.get("uncut_int8"), dict) else None,
             "constraints": lad.get("constraints") if isinstance(lad.get("constraints"), dict) else {},
-            "best_effort": bool(lad.get("best_effort")), "stopped": lad.get("stopped"), "shipped": shipped}
+            "best_effort": bool(lad.get("best_effort")), "stopped": lad.get("stopped"), "shipped": shipped,
+            "start": lad.get("start") if isinstance(lad.get("start"), dict) else {}}
 
 
 # --------------------------------------------------------------------------- plot helpers (shared)
@@ -499,6 +500,10 @@ def _headline_html(m, v) -> str:
             kv.append(("probes vs width-only", _probe_gain(rung)))
     elif not v["single"]:
         kv.insert(0, ("chosen rung", "<span class='bad'>none: no rung met every constraint</span>"))
+    start = v.get("start") or {}
+    if start.get("why"):
+        kv.append(("where the walk started", _esc(str(start["why"])) + (
+            "; that rung missed the floor, so the walk started again from the top" if start.get("restarted") else "")))
     if v["stopped"]:
         kv.append(("why the walk stopped", _esc(v["stopped"])))
     out.append("<table class='kv'>" + "".join(f"<tr><td>{k}</td><td class='l'>{x}</td></tr>" for k, x in kv) + "</table>")

@@ -47,6 +47,27 @@ def summarize(m: dict, seconds: float) -> dict:
             "recipe": m["recipe"]["values"]}
 
 
+def collected(folder: Path) -> list[dict]:
+    """Rows of builds run elsewhere: a bundle's manifest, or the one error line of a build's log."""
+    import re
+
+    rows = []
+    for log in sorted(folder.glob("*.log")):
+        m = log.with_suffix("") / "manifest.json"
+        if m.exists():
+            man = json.loads(m.read_text())
+            rows.append(summarize(man, man["build_seconds"]))
+            continue
+        text = log.read_text(errors="replace")
+        task = re.search(r"^task (\S+):", text, re.M)
+        floor = re.search(r"\(floor ([0-9.]+)%", text)
+        err = re.search(r"^error: .*$", text, re.M)
+        if task and floor and err:
+            rows.append({"task": task.group(1), "floor": round(float(floor.group(1)) / 100, 4), "error": err.group(0),
+                         "seconds": None})
+    return sorted(rows, key=lambda r: (-r["floor"], r["task"]))
+
+
 def table(rows: list[dict]) -> str:
     out = ["| task | floor | rung | target | ratio | non-emb params | int8 MB | p50 ms | dev | eval | retention (dev) "
            "| action | width-only dev | shipped |", "|---" * 14 + "|"]
@@ -55,19 +76,29 @@ def table(rows: list[dict]) -> str:
             out.append(f"| {r['task']} | {r['floor']:g} | {g['rung']} | {g['target_ratio']:g}x | {g['ratio_total']:.2f}x "
                        f"| {g['non_embedding_params']:,} | {g['bytes'] / 1e6:.2f} | {g['p50_ms']:.2f} "
                        f"| {g['dev_accuracy']:.4f} | {g['eval_accuracy']:.4f} | {g['retention']:.1%} | {g['action']} "
-                       f"| {g['width_only_dev_accuracy']:.4f} | {'**yes**' if g['rung'] - 1 == r['chosen'] else ''} |")
+                       f"| {g['width_only_dev_accuracy']:.4f} | {'**yes**' if g is r['rungs'][r['chosen']] else ''} |")
     return "\n".join(out)
+
+
+def _versus(rung: dict) -> str:
+    """The two candidates of a rung, both measured: "drop layer 5 0.8130 vs width 0.8145 (-0.15)"."""
+    c = dict(rung["candidates"])
+    width = c.pop("width")
+    if not c:
+        return f"width only {width:.4f} (one layer left: no drop)"
+    (drop, acc), = c.items()
+    return f"{drop} {acc:.4f} vs width {width:.4f} ({100 * (acc - width):+.2f})"
 
 
 def shipped_table(rows: list[dict]) -> str:
     out = ["| task | floor | shipped rung | total-param ratio | bundle MB | bundle eval acc | full eval acc "
-           "| eval retention | dev retention | probe choice vs width-only (dev, points) | build s |",
+           "| eval retention | dev retention | the probes' layer drop vs width only (dev, same short distillation) | build s |",
            "|---" * 11 + "|"]
     for r in rows:
         s = r["shipped"]
         out.append(f"| {r['task']} | {r['floor']:g} | {s['rung']} ({s['action']}) | {s['ratio_total']:.2f}x "
                    f"| {s['bytes'] / 1e6:.2f} | {s['bundle_eval_accuracy']:.4f} | {s['full_eval_accuracy']:.4f} "
-                   f"| {s['eval_retention']:.1%} | {s['dev_retention']:.1%} | {100 * s['probe_choice_gain_dev']:+.2f} "
+                   f"| {s['eval_retention']:.1%} | {s['dev_retention']:.1%} | {_versus(r['rungs'][r['chosen']])} "
                    f"| {r['seconds']:.0f} |")
     return "\n".join(out)
 
@@ -82,8 +113,10 @@ def main(argv=None):
     ap.add_argument("--work", default="bundles/ladder")
     ap.add_argument("--json", default="benchmarks/ladder/results/ladder.json")
     ap.add_argument("--tables", action="store_true", help="only print the tables of the rows already in --json")
+    ap.add_argument("--from", dest="from_dir", help="add the builds run elsewhere (DIR/NAME/manifest.json, and "
+                    "DIR/NAME.log for the builds that wrote no bundle) instead of building here")
     a = ap.parse_args(argv)
-    if a.tables:
+    if a.tables or a.from_dir:
         a.tasks = []
 
     from probscale_edge.errors import ProbscaleError
@@ -92,6 +125,9 @@ def main(argv=None):
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(out.read_text())["rows"] if out.exists() else []
+    if a.from_dir:
+        rows += collected(Path(a.from_dir))
+        out.write_text(json.dumps({"model": a.model, "machine": f"collected from {a.from_dir}", "rows": rows}, indent=1))
     done = {(r["task"], r["floor"]) for r in rows}
     for floor in a.floors:
         for task in a.tasks:

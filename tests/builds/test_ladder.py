@@ -46,7 +46,9 @@ def test_the_smallest_rung_that_meets_the_floor_ships(ladder_bundle):
     out, m = ladder_bundle
     lad = m["ladder"]
     rungs = lad["rungs"]
-    assert 1 <= len(rungs) <= len(LADDER) and [r["target_ratio"] for r in rungs] == list(LADDER[:len(rungs)])
+    first = 0 if lad["start"].get("restarted") else lad["start"]["rung"] - 1  # the probes' start, recorded
+    assert lad["start"]["why"].startswith("the probes: layers 1-")
+    assert 1 <= len(rungs) <= len(LADDER) and [r["target_ratio"] for r in rungs] == list(LADDER[first:first + len(rungs)])
     assert len(rungs) >= 2 or "below the retention floor" in lad["stopped"]
     totals = [r["total_params"] for r in rungs]
     assert totals == sorted(totals, reverse=True) and len(set(totals)) == len(totals)  # each rung is smaller
@@ -120,7 +122,7 @@ def test_max_latency_ms_is_met_by_the_measured_p50(tmp_path, tiny_bert, toy_csv)
     m = _build(toy_csv, tmp_path / "b", model=str(tiny_bert), max_latency_ms=50.0, min_retention=0.5,
                ladder=(2.0,) + LADDER)
     rungs = m["ladder"]["rungs"]
-    assert rungs[0]["target_ratio"] == LADDER[0]  # 2x is reached by the vocabulary trim alone: skipped, not a rung
+    assert 2.0 not in [r["target_ratio"] for r in rungs]  # 2x is reached by the vocabulary trim alone: not a rung
     c = rungs[m["ladder"]["chosen"]]
     assert c["meets"]["latency"] and c["p50_ms"] <= 50.0
     assert c["p50_ms"] == min(r["p50_ms"] for r in rungs if _ok(r))  # the fastest that meets them all
@@ -165,6 +167,42 @@ def test_bad_constraints_are_refused_before_anything_loads(tmp_path, flags, mess
                        text=True, timeout=60)
     assert p.returncode == 2 and message in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_probes_set_where_the_walk_starts(monkeypatch):
+    """The first k layers whose probe reaches the floor's share of the best, at full width next to the embedding:
+    the walk starts at the smallest rung that still holds them."""
+    from types import SimpleNamespace
+
+    import probscale_edge.select as sel
+    from probscale_edge.pipeline.ladder import start_rung
+    from probscale_edge.specs import ProbeReport
+
+    monkeypatch.setattr(sel, "layer_costs", lambda m: [10] * 6)  # 6 layers of 10 parameters, 40 outside them
+    model = SimpleNamespace(param_counts=lambda: {"total": 100})
+    report = ProbeReport([], [0.5, 0.9, 0.95, 0.99, 1.0, 1.0, 1.0])
+
+    def start(floor, full):
+        run = SimpleNamespace(cfg=SimpleNamespace(goal=SimpleNamespace(min_retention=floor, ladder=(2.0, 3.0, 5.0))))
+        return start_rung(run, report, model, full)
+
+    assert start(0.99, 300)[0] == 1  # layers 1-3 needed: 70 parameters; 3x (100) holds them, 5x (60) does not
+    assert start(0.9, 300)[0] == 2  # layer 1 is enough: 50 parameters, 5x (60) holds it
+    assert start(0.99, 100)[0] == 0  # no rung holds them: the walk starts at the top
+    assert "layers 1-3" in start(0.99, 300)[1] and "starts at 3x" in start(0.99, 300)[1]
+
+
+def test_a_probes_start_below_the_floor_walks_again_from_the_top(tmp_path, tiny_bert, toy_csv, monkeypatch):
+    import probscale_edge.pipeline.ladder as lad_mod
+
+    monkeypatch.setattr(lad_mod, "start_rung", lambda *a: (2, "the probes: layers 1-1 (forced)"))
+    m = _build(toy_csv, tmp_path / "b", model=str(tiny_bert), min_retention=1.0, best_effort=True)
+    lad = m["ladder"]
+    if lad["start"].get("restarted"):  # the forced start (13.5x) missed a floor of 100%: walked again from 11x
+        assert [r["target_ratio"] for r in lad["abandoned"]] == [LADDER[2]]
+        assert not lad["abandoned"][0]["meets"]["retention"] and lad["rungs"][0]["target_ratio"] == LADDER[0]
+    else:  # the random-init student happened to keep 100% at 13.5x: no restart
+        assert lad["rungs"][0]["target_ratio"] == LADDER[2] and lad["rungs"][0]["meets"]["retention"]
 
 
 def test_single_budget_builds_keep_the_plain_recipe():
