@@ -313,7 +313,8 @@ class GoalConfig(Config):
     max_size_mb: float | None = None  # bytes of the shipped model file, in MB (10^6 bytes)
     ladder: tuple = (2.0, 3.0, 5.0, 8.0, 12.0, 16.0)  # rungs, in times fewer total parameters
     best_effort: bool = False  # when the constraints cannot all be met, ship the closest rung (marked so)
-    time_budget: float | None = None  # minutes for the walk down the ladder (the rung in progress finishes)
+    # minutes for the whole build: no rung starts that the last one's time says would end past it (0: no cap)
+    time_budget: float = 20.0
     rung_epochs: float = 1.0  # distillation epochs at each rung (the student carries them down the ladder)
     layer_floor: float = 0.5  # no kept layer falls below this share of the average kept heads / neurons
 
@@ -322,7 +323,7 @@ class GoalConfig(Config):
         one_of("search", self.search, SEARCHES)
         in_range("min_retention", self.min_retention, 0, 1, lo_open=True, example=0.99)
         in_range("max_size_mb", self.max_size_mb, 0, lo_open=True, optional=True, example=5)
-        in_range("time_budget", self.time_budget, 0, lo_open=True, optional=True, example=20)
+        in_range("time_budget", self.time_budget, 0, example=20)
         in_range("rung_epochs", self.rung_epochs, 0, 100, lo_open=True, example=1)
         in_range("layer_floor", self.layer_floor, 0, 1, example=0.5)
         if not self.ladder or any(not (math.isfinite(r) and r > 1) for r in self.ladder) \

@@ -26,7 +26,8 @@ _OPTIONS = [
                  help="The sizes the build tries, in times fewer total parameters (default 2,3,5,8,12,16)."),
     click.option("--best-effort", is_flag=True, help="When no rung meets every constraint, ship the closest one "
                  "(marked so in the manifest) instead of failing."),
-    click.option("--time-budget", type=float, default=None, help="Minutes for the walk down the ladder."),
+    click.option("--time-budget", type=float, default=20.0, show_default=True,
+                 help="Minutes for the whole build: no rung starts that would end past them (0: no cap)."),
     click.option("--rung-epochs", type=float, default=1.0, show_default=True,
                  help="Distillation epochs per rung (the student carries them down the ladder)."),
     click.option("--layer-floor", type=float, default=0.5, show_default=True,

@@ -331,6 +331,22 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
     return w, _choose(run, w, kept), tok
 
 
+FINISH_S = 90  # seconds the build needs after the walk (export, int8 gate, bundle) on 2 cores
+
+
+def _out_of_time(run: Run, w: Walk) -> str:
+    """Why the next rung would end past ``--time-budget`` ('' : it fits). A rung is predicted to take as long as
+    the last one (each is smaller, so that is an upper bound), plus the build's finish."""
+    budget = run.cfg.goal.time_budget
+    if not budget:
+        return ""
+    spent = time.time() - run.t_start
+    need = (w.rungs[-1]["seconds"] if w.rungs else 0.0) + FINISH_S
+    if spent + need <= budget * 60:
+        return ""
+    return f"{spent / 60:.1f} min spent, the next rung and the finish would take about {need / 60:.1f} more"
+
+
 def _walk_from(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, w: Walk, start: int, work: Path,
                table, full_dev: float) -> list:
     """The rungs from ``start`` down, recorded in ``w`` -> the kept rungs."""
@@ -339,8 +355,9 @@ def _walk_from(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, 
     for i, ratio in enumerate(g.ladder, 1):
         if i <= start:
             continue
-        if g.time_budget is not None and time.time() - run.t_start > g.time_budget * 60:
-            w.stopped = f"the time budget ({g.time_budget:g} min) ran out before rung {i} ({ratio:g}x)"
+        late = _out_of_time(run, w)
+        if late:
+            w.stopped = f"the time budget ({g.time_budget:g} min) ran out before rung {i} ({ratio:g}x): {late}"
             break
         r0 = time.time()
         if cur.model.param_counts()["total"] <= full_total / ratio:
