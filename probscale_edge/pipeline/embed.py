@@ -315,14 +315,12 @@ def cut(run: Run, t: EmbedTeacher, spec, ps: dict):
         run.log(f"  vocabulary trimmed to the training texts' tokens: {vrep.original:,} -> {vrep.kept:,} "
                 f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%})")
     if ps["embedding_rank"]:
-        from probscale_edge.embedding import factorize_embeddings, token_weights
+        from probscale_edge.embedding import factorize_embeddings
 
-        vocab = model.adapter.word_embeddings(model.encoder).weight.shape[0]
-        frep = factorize_embeddings(model, ps["embedding_rank"],
-                                    token_weights(tok, t.train_texts, vocab, run.max_length))
-        run.stages["embedding"] = {**asdict(frep), "weighted_by": "token counts in the training texts"}
+        frep = factorize_embeddings(model, ps["embedding_rank"])
+        run.stages["embedding"] = asdict(frep)
         run.log(f"  word embedding factorized to rank {frep.rank}: {frep.params_before:,} -> {frep.params_after:,} "
-                f"parameters ({frep.energy_kept:.1%} of the energy, weighted by token use)")
+                f"parameters ({frep.energy_kept:.1%} of the energy)")
     return model, tok
 
 
