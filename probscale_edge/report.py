@@ -103,8 +103,10 @@ def print_ladder(m: dict) -> None:
     _table(f"ladder ({', '.join(limits)}; dev split; * shipped{', BEST EFFORT' if lad.get('best_effort') else ''})",
            ["rung", "target", "ratio", "non-emb params", "int8", "p50 ms", "dev acc", "retention", "eval acc",
             "action", "width-only dev", "meets"], rows)
-    if (lad.get("start") or {}).get("why"):
-        print(f"start: {lad['start']['why']}{' (missed the floor: walked again from the top)' if lad['start'].get('restarted') else ''}")
+    start = lad.get("start") or {}
+    if start.get("why"):
+        again = " (missed the floor: walked again from the top)" if start.get("restarted") else ""
+        print(f"start: {start['why']}{again}")
     print(f"stopped: {lad['stopped']}")
 
 

@@ -98,14 +98,16 @@ def embedding_side(run: Run, t: Teacher, model, factorize_now: bool = True):
     if cfg.prune.trim_vocab:
         from probscale_edge.vocab import trim_vocabulary
 
-        tok, vrep = trim_vocabulary(model, t.tokenizer, task_texts(run), None, cfg.prune.vocab_min_count, run.max_length)
+        tok, vrep = trim_vocabulary(model, t.tokenizer, task_texts(run), None, cfg.prune.vocab_min_count,
+                                    run.max_length)
         run.stages["vocab"] = asdict(vrep)
         run.log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
                 f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
     if cfg.prune.embedding_rank and factorize_now:
         frep = factorize(run, model, tok, cfg.prune.embedding_rank)
         run.log(f"  word embedding factorized to rank {frep.rank}: {frep.params_before:,} -> {frep.params_after:,} "
-                f"parameters (relative error {frep.relative_error:.3f}, {frep.energy_kept:.1%} of the energy, weighted by token use)")
+                f"parameters (relative error {frep.relative_error:.3f}, {frep.energy_kept:.1%} of the energy, "
+                "weighted by token use)")
     return model, tok
 
 
