@@ -316,18 +316,22 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
     sizes, uncut = _full_sizes(run, t, work)
     w = Walk(full={"dev_accuracy": full_dev, "eval_accuracy": t.accuracy,
                    "total_params": t.model.param_counts()["total"], **sizes}, uncut_int8=uncut)
-    model, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize_now=False)
+    base, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize_now=False)  # the walk cuts copies of it
     data = _distill_data(run, t)
-    start, why = start_rung(run, report, model, w.full["total_params"])
+    start, why = start_rung(run, report, base, w.full["total_params"])
     w.start = {"rung": start + 1, "why": why}
     run.log(f"walking the ladder {', '.join(f'{r:g}x' for r in run.cfg.goal.ladder)} (floor "
             f"{run.cfg.goal.min_retention:.1%} of the full model's dev accuracy {full_dev:.4f}); {why} ...")
-    kept = _walk_from(run, t, report, Rung(model, Lineage.of(model), {}), tok, data, w, start, work, table, full_dev)
+
+    def walk_from(first: int) -> list:
+        cur = Rung(copy.deepcopy(base), Lineage.of(base), {})
+        return _walk_from(run, t, report, cur, tok, data, w, first, work, table, full_dev)
+
+    kept = walk_from(start)
     if start and w.rungs and not w.rungs[0]["meets"]["retention"]:
         run.log(f"  the probes' start ({run.cfg.goal.ladder[start]:g}x) missed the floor: walking from the top")
         w.start["restarted"], w.abandoned, w.rungs = True, w.rungs, []
-        model, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize_now=False)
-        kept = _walk_from(run, t, report, Rung(model, Lineage.of(model), {}), tok, data, w, 0, work, table, full_dev)
+        kept = walk_from(0)
     return w, _choose(run, w, kept), tok
 
 
@@ -352,9 +356,7 @@ def _walk_from(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, 
     """The rungs from ``start`` down, recorded in ``w`` -> the kept rungs."""
     g, kept = run.cfg.goal, []
     full_total = w.full["total_params"]
-    for i, ratio in enumerate(g.ladder, 1):
-        if i <= start:
-            continue
+    for i, ratio in enumerate(g.ladder[start:], start + 1):
         late = _out_of_time(run, w)
         if late:
             w.stopped = f"the time budget ({g.time_budget:g} min) ran out before rung {i} ({ratio:g}x): {late}"
