@@ -23,7 +23,7 @@ from probscale_edge.config import RECOVER_MODES, FinetuneConfig, RecoverConfig
 from probscale_edge.errors import ProbscaleError
 from probscale_edge.faults import fault
 
-__all__ = ["RecoverConfig", "TrainSettings", "recover", "train_classifier", "HiddenDistill"]
+__all__ = ["RecoverConfig", "TrainSettings", "recover", "train_classifier", "HiddenDistill", "TeacherStates"]
 
 MODES = RECOVER_MODES
 
@@ -367,8 +367,9 @@ class HiddenDistill:
     which renumbers ids but keeps the token sequence); a row whose token count differs between the two
     is left out of the hidden loss and counted in the report."""
 
-    def __init__(self, teacher, teacher_tokenizer, layer_map):
+    def __init__(self, teacher, teacher_tokenizer, layer_map, states: "TeacherStates | None" = None):
         self.teacher, self.tokenizer, self.layer_map = teacher, teacher_tokenizer, [int(i) for i in layer_map]
+        self.states = states  # the teacher's outputs computed once for the split trained on (None: run it live)
         self.encoded = None
         self.mismatched = 0
         self.rows = 0
@@ -380,18 +381,32 @@ class HiddenDistill:
             raise ProbscaleError(f"hidden-state distillation: layer map {self.layer_map} does not fit a "
                                  f"{n_student}-layer student of a {n_teacher}-layer teacher",
                                  "pass the spec's keep_layers as the layer map")
-        self.encoded = _Encoded(self.tokenizer, split, cfg.max_length)
         self.dev = dev
+        if self.states is not None:
+            if self.states.split is not split or self.states.max_length != cfg.max_length:
+                raise ProbscaleError("the cached teacher states are of other rows than the ones trained on",
+                                     "report this: the states must be computed for the split passed to training")
+            self.encoded = self.states.encoded
+            return
+        self.encoded = _Encoded(self.tokenizer, split, cfg.max_length)
         self.teacher.to(dev).eval()
         for p in self.teacher.parameters():
             p.requires_grad = False
 
-    def loss(self, states, idx, student_mask, amp: bool):
+    def _teacher_states(self, idx, amp: bool):
+        """-> (the teacher's attention mask, {teacher layer: its output}) for the batch ``idx``."""
+        if self.states is not None:
+            mask, layers = self.states.batch(idx, self.layer_map)
+            return mask.to(self.dev), {ti: h.to(self.dev, non_blocking=True) for ti, h in layers.items()}
         t = {k: v.to(self.dev, non_blocking=True) for k, v in self.encoded.batch(idx).items()}
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             with self.teacher.capture_states() as tstates:
                 self.teacher(t["input_ids"], t["attention_mask"], t.get("token_type_ids"))
-        sm, tm = student_mask.bool(), t["attention_mask"].bool()
+        return t["attention_mask"], {ti: tstates[ti + 1] for ti in self.layer_map}
+
+    def loss(self, states, idx, student_mask, amp: bool):
+        tmask, tstates = self._teacher_states(idx, amp)
+        sm, tm = student_mask.bool(), tmask.bool()
         same = (sm.sum(1) == tm.sum(1)) if sm.shape == tm.shape else torch.zeros(len(idx), dtype=torch.bool,
                                                                                device=sm.device)
         self.rows += len(idx)
@@ -401,7 +416,7 @@ class HiddenDistill:
         w = (sm & same[:, None]).unsqueeze(-1).float()
         total = 0.0
         for i, ti in enumerate(self.layer_map):
-            hs, ht = states[i + 1].float(), tstates[ti + 1].float()
+            hs, ht = states[i + 1].float(), tstates[ti].float()
             total = total + ((hs - ht) ** 2 * w).sum() / ((ht ** 2) * w).sum().clamp(min=1e-6)
         return total / len(self.layer_map)
 
@@ -410,6 +425,77 @@ class HiddenDistill:
         return {"layer_map": self.layer_map, "first_loss": float(np.mean(losses[:k])) if losses else None,
                 "final_loss": float(np.mean(losses[-k:])) if losses else None,
                 "rows_mismatched": self.mismatched, "rows": self.rows}
+
+
+class TeacherStates:
+    """The teacher's layer outputs for every row of a split, computed once and kept in a file (fp16): every
+    later hidden-state distillation over the same rows reads them instead of running the teacher. The ladder
+    distils every rung over the same rows, and the teacher's forward pass was a large share of each step on
+    CPUs (benchmarks/ladder measures the build with and without). :meth:`compute` returns None when the file
+    would not fit (``max_bytes``, or half the free disk): the teacher then runs live, as before."""
+
+    def __init__(self, split, encoded, offsets, table, max_length, path: Path):
+        self.split, self.encoded, self.offsets, self.table, self.max_length = split, encoded, offsets, table, max_length
+        self.path = path
+
+    def release(self) -> None:
+        """Drop the file (gigabytes on a large task) once nothing will train on these rows again."""
+        self.table = None
+        self.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def size(teacher, encoded) -> int:
+        """Bytes of the file for these rows: tokens x layers x hidden x 2."""
+        tokens = sum(len(r) for r in encoded.fields["input_ids"])
+        return tokens * len(teacher.adapter.layers(teacher.encoder)) * _hidden_size(teacher) * 2
+
+    @classmethod
+    def compute(cls, teacher, tokenizer, split, max_length, path: Path, max_bytes: float = 12e9,
+                batch_size: int = 64) -> "TeacherStates | None":
+        import shutil
+
+        from probscale_edge.progress import progress_bar
+
+        encoded = _Encoded(tokenizer, split, max_length)
+        need = cls.size(teacher, encoded)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if need > min(max_bytes, shutil.disk_usage(path.parent).free / 2):
+            return None
+        lengths = np.array([len(r) for r in encoded.fields["input_ids"]])
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        n_layers = len(teacher.adapter.layers(teacher.encoder))
+        table = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
+                                          shape=(int(offsets[-1]), n_layers, _hidden_size(teacher)))
+        order = np.argsort(lengths, kind="stable")  # length-sorted batches: little padding
+        teacher.eval()
+        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        with torch.inference_mode(), progress_bar(len(batches), "teacher states") as bar:
+            for b in batches:
+                enc = encoded.batch(b)
+                with teacher.capture_states() as st:
+                    teacher(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+                layers = torch.stack(st[1:], 2).to(torch.float16).numpy()  # batch x tokens x layers x hidden
+                for r, i in enumerate(b):
+                    table[offsets[i]:offsets[i + 1]] = layers[r, :lengths[i]]
+                bar.update(1)
+        table.flush()
+        return cls(split, encoded, offsets, table, max_length, path)
+
+    def batch(self, idx, layers) -> tuple[torch.Tensor, dict]:
+        """-> (attention mask, {teacher layer: batch x tokens x hidden float32}), padded like ``encoded.batch``."""
+        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
+        width = max(lengths)
+        out = np.zeros((len(idx), width, len(layers), self.table.shape[2]), dtype=np.float16)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for r, i in enumerate(idx):
+            out[r, :lengths[r]] = self.table[self.offsets[i]:self.offsets[i + 1], layers]
+            mask[r, :lengths[r]] = 1
+        t = torch.from_numpy(out).float()
+        return torch.from_numpy(mask), {ti: t[:, :, j] for j, ti in enumerate(layers)}
+
+
+def _hidden_size(model) -> int:
+    return int(getattr(model.encoder.config, model.adapter.hidden_key))
 
 
 def _save_state(path: Path, model, opt, sched, step, total, losses, stopper=None):

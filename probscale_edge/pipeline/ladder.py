@@ -83,17 +83,32 @@ class Walk:
     abandoned: list = field(default_factory=list)  # the rungs of a probes' start that missed the floor
 
 
-def _train(run: Run, t: Teacher, model, tok, data, epochs: float, lineage: Lineage) -> dict:
+@dataclass
+class DistillData:
+    """What every rung distils on: the (augmented) training rows, the teacher's logits for them, and the
+    teacher's hidden states for them computed once (None: the teacher runs at every step)."""
+
+    split: object
+    logits: object
+    states: object = None
+
+
+def _train(run: Run, t: Teacher, model, tok, data: DistillData, epochs: float, lineage: Lineage) -> dict:
     """Distil ``model`` in place for ``epochs`` on the (augmented) training rows, hidden states included."""
-    from probscale_edge.recover import HiddenDistill, TrainSettings, train_classifier
+    from probscale_edge.recover import HiddenDistill, train_classifier
+
+    ts = _settings(run, epochs)
+    hidden = HiddenDistill(t.model, t.tokenizer, lineage.layers, data.states) if ts.hidden_weight > 0 else None
+    return train_classifier(model, tok, data.split, ts, teacher_logits=data.logits, lr=ts.student_lr,
+                            progress_desc="ladder (distill)", hidden_teacher=hidden)
+
+
+def _settings(run: Run, epochs: float = 1.0):
+    from probscale_edge.recover import TrainSettings
 
     cfg = run.cfg
-    ts = replace(TrainSettings.of(cfg.finetune, cfg.recover, run.max_length, cfg.seed), epochs=epochs,
-                 student_epochs=None, dev_fraction=0.0, checkpoint_every=0)
-    hidden = HiddenDistill(t.model, t.tokenizer, lineage.layers) if ts.hidden_weight > 0 else None
-    split, logits = data
-    return train_classifier(model, tok, split, ts, teacher_logits=logits, lr=ts.student_lr,
-                            progress_desc="ladder (distill)", hidden_teacher=hidden)
+    return replace(TrainSettings.of(cfg.finetune, cfg.recover, run.max_length, cfg.seed), epochs=epochs,
+                   student_epochs=None, dev_fraction=0.0, checkpoint_every=0)
 
 
 def _accuracy_on(run: Run, split, model, tok) -> float:
@@ -183,28 +198,31 @@ def _factorize_if_needed(run: Run, cur: Rung, tok, target_total: float) -> tuple
 def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, ratio: float) -> Rung | None:
     """One rung: the candidates' short distillation, the better one distilled on; None: no room left."""
     target_total = t.model.param_counts()["total"] / ratio
+    t0 = time.time()
     cur, embedding = _factorize_if_needed(run, cur, tok, target_total)
     cands = _candidates(run, t, report, cur, tok, target_total)
     if not cands:
         return None
+    parts = {"cut": time.time() - t0, "distill": 0.0}
     epochs = run.cfg.goal.rung_epochs * (EMBED_EPOCHS if embedding else 1)
     scored = []
     for action, model, lineage in cands:
-        _train(run, t, model, tok, data, epochs * PROBE_SHARE if len(cands) > 1 else epochs, lineage)
+        rep = _train(run, t, model, tok, data, epochs * PROBE_SHARE if len(cands) > 1 else epochs, lineage)
+        parts["distill"] += rep["train_seconds"]
         scored.append((_dev_accuracy(run, model, tok), action, model, lineage))
     # ties go to the layer drop: fewer sequential steps are what batch-1 latency on a phone pays for
     best = max(scored, key=lambda s: (s[0], s[1] != "width"))
     width_acc = next(s[0] for s in scored if s[1] == "width")
     _, action, model, lineage = best
     if len(cands) > 1:
-        _train(run, t, model, tok, data, epochs * (1 - PROBE_SHARE), lineage)
+        parts["distill"] += _train(run, t, model, tok, data, epochs * (1 - PROBE_SHARE), lineage)["train_seconds"]
     counts = model.param_counts()
     rec = {"target_ratio": ratio, "ratio_total": t.model.param_counts()["total"] / counts["total"],
            "total_params": counts["total"], "non_embedding_params": counts["non_embedding"],
            "dev_accuracy": _dev_accuracy(run, model, tok), "action": action,
            "width_only_dev_accuracy": width_acc, "candidates": {s[1]: s[0] for s in scored},
            "layers": len(lineage.layers), "layer_shapes": model.layer_shapes(), "embedding": embedding,
-           "epochs": epochs}
+           "epochs": epochs, "seconds_in": {k: round(v, 1) for k, v in parts.items()}}
     return Rung(model, lineage, rec)
 
 
@@ -276,8 +294,12 @@ def _log_rung(run: Run, rec: dict) -> None:
             f"[{'meets' if ok else 'misses'}] {rec['seconds']:.0f} s")
 
 
-def _distill_data(run: Run, t: Teacher):
-    """The training rows and the teacher's logits for them, augmented once for the whole walk."""
+def _distill_data(run: Run, t: Teacher, work: Path) -> DistillData:
+    """The training rows and the teacher's logits for them, augmented once for the whole walk, and the
+    teacher's hidden states for them (hidden-state distillation), computed once for every rung."""
+    from probscale_edge import distributed as dist
+    from probscale_edge.recover import TeacherStates
+
     split, logits = run.task.train, t.train_logits
     if run.cfg.recover.augment:
         from probscale_edge.augment import AugmentConfig, Augmenter
@@ -286,7 +308,20 @@ def _distill_data(run: Run, t: Teacher):
                         run.max_length, log=run.log)
         split, logits, rep = aug.expand(split, logits)
         run.stages["augment"] = asdict(rep)
-    return split, logits
+    if not _settings(run).hidden_weight > 0 or dist.device().type != "cpu":
+        return DistillData(split, logits)  # on a GPU the teacher's forward costs less than reading its states back
+    t0 = time.time()
+    states = TeacherStates.compute(t.model, t.tokenizer, split, run.max_length, work / "teacher_states.npy")
+    if states is None:
+        run.log("  the teacher's hidden states would not fit on disk: the teacher runs at every step")
+        run.stages["teacher_states"] = {"cached": False}
+    else:
+        size = states.table.size * 2
+        run.stages["teacher_states"] = {"cached": True, "rows": len(split), "bytes": size,
+                                        "seconds": round(time.time() - t0, 1)}
+        run.log(f"  the teacher's hidden states of {len(split):,} rows computed once ({size / 1e9:.2f} GB, "
+                f"{time.time() - t0:.0f} s): no rung runs the teacher")
+    return DistillData(split, logits, states)
 
 
 def start_rung(run: Run, report: ProbeReport, model, full_total: int) -> tuple[int, str]:
@@ -317,7 +352,7 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
     w = Walk(full={"dev_accuracy": full_dev, "eval_accuracy": t.accuracy,
                    "total_params": t.model.param_counts()["total"], **sizes}, uncut_int8=uncut)
     base, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize_now=False)  # the walk cuts copies of it
-    data = _distill_data(run, t)
+    data = _distill_data(run, t, work)
     start, why = start_rung(run, report, base, w.full["total_params"])
     w.start = {"rung": start + 1, "why": why}
     run.log(f"walking the ladder {', '.join(f'{r:g}x' for r in run.cfg.goal.ladder)} (floor "
@@ -332,6 +367,8 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
         run.log(f"  the probes' start ({run.cfg.goal.ladder[start]:g}x) missed the floor: walking from the top")
         w.start["restarted"], w.abandoned, w.rungs = True, w.rungs, []
         kept = walk_from(0)
+    if data.states is not None:
+        data.states.release()
     return w, _choose(run, w, kept), tok
 
 

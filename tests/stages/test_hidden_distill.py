@@ -15,7 +15,7 @@ from helpers import make_tiny
 from probscale_edge.data import load_task
 from probscale_edge.modeling import EncoderClassifier, load_encoder, predict_logits
 from probscale_edge.prune import SubnetworkSpec, apply_spec
-from probscale_edge.recover import HiddenDistill, TrainSettings as RecoverConfig, _Encoded, recover
+from probscale_edge.recover import HiddenDistill, TeacherStates, TrainSettings as RecoverConfig, _Encoded, recover
 
 
 def _teacher(tmp_path, minilm_dir, model_type="bert"):
@@ -23,8 +23,8 @@ def _teacher(tmp_path, minilm_dir, model_type="bert"):
     return EncoderClassifier(enc, 2).eval(), tok
 
 
-def _hidden_loss(student, stok, teacher, tok, layer_map, split, idx):
-    hd = HiddenDistill(teacher, tok, layer_map)
+def _hidden_loss(student, stok, teacher, tok, layer_map, split, idx, states=None):
+    hd = HiddenDistill(teacher, tok, layer_map, states)
     cfg = RecoverConfig()
     hd.prepare(student, split, cfg, torch.device("cpu"))
     enc = _Encoded(stok, split, cfg.max_length).batch(idx)
@@ -82,6 +82,29 @@ def test_distillation_pulls_hidden_states_to_the_teacher(tmp_path, minilm_dir, t
     assert after < 0.5 * before  # the hidden loss really trains
     assert "hidden_distill" not in results[0.0][2]  # weight 0: logits only, the teacher is not run
     assert after < results[0.0][1]  # and it beats logits-only distillation on that measure
+
+
+def test_cached_teacher_states_give_the_live_loss(tmp_path, minilm_dir, toy_csv):
+    """The teacher's states computed once (fp16, length-sorted batches) give the loss of running the teacher at
+    every step, through a trimmed vocabulary and a cut student; the file goes with release(); other rows refused."""
+    from probscale_edge.vocab import trim_vocabulary
+
+    teacher, tok = _teacher(tmp_path, minilm_dir)
+    split = load_task(str(toy_csv)).train
+    cut = apply_spec(teacher, SubnetworkSpec([1, 3], {"1": [0, 2]}, {"3": list(range(0, 64, 4))}))
+    stok, _ = trim_vocabulary(cut, tok, split.texts)
+    states = TeacherStates.compute(teacher, tok, split, 128, tmp_path / "states.npy", batch_size=7)
+    assert states.table.shape[:2] == (sum(len(r) for r in states.encoded.fields["input_ids"]), 4)
+    for idx in (list(range(16)), [len(split) - 1, 3, 0]):
+        live, hd_live = _hidden_loss(cut, stok, teacher, tok, [1, 3], split, idx)
+        cached, hd = _hidden_loss(cut, stok, teacher, tok, [1, 3], split, idx, states)
+        assert live > 1e-6 and abs(cached - live) <= 2e-3 * live
+        assert (hd.rows, hd.mismatched) == (hd_live.rows, hd_live.mismatched)
+    with pytest.raises(Exception, match="other rows"):
+        _hidden_loss(cut, stok, teacher, tok, [1, 3], split.subset(list(range(20))), [0], states)
+    assert TeacherStates.compute(teacher, tok, split, 128, tmp_path / "x.npy", max_bytes=1000) is None
+    states.release()
+    assert not (tmp_path / "states.npy").exists()
 
 
 def test_cli_rejects_hidden_weight_without_distill(tmp_path):
