@@ -34,7 +34,7 @@ def summarize(m: dict, seconds: float) -> dict:
             "dev_accuracy", "eval_accuracy", "retention", "action", "width_only_dev_accuracy", "candidates", "meets",
             "embedding", "epochs", "seconds")
     return {"task": m["task"]["name"], "floor": lad["constraints"]["min_retention"],
-            "seed": m["build_config"].get("seed", 0), "ladder": lad["ladder"], "seconds": round(seconds, 1),
+            "seed": m.get("build_config", {}).get("seed", 0), "ladder": lad["ladder"], "seconds": round(seconds, 1),
             "full": lad["full"], "uncut_int8": lad["uncut_int8"], "stopped": lad["stopped"], "chosen": lad["chosen"],
             "rungs": [{k: r.get(k) for k in keys} for r in lad["rungs"]],
             "shipped": {"rung": c["rung"], "ratio_total": m["parameters"]["ratio_total"],
