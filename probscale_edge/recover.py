@@ -443,12 +443,6 @@ class TeacherStates:
         self.table = None
         self.path.unlink(missing_ok=True)
 
-    @staticmethod
-    def size(teacher, encoded) -> int:
-        """Bytes of the file for these rows: tokens x layers x hidden x 2."""
-        tokens = sum(len(r) for r in encoded.fields["input_ids"])
-        return tokens * len(teacher.adapter.layers(teacher.encoder)) * _hidden_size(teacher) * 2
-
     @classmethod
     def compute(cls, teacher, tokenizer, split, max_length, path: Path, max_bytes: float = 12e9,
                 batch_size: int = 64) -> "TeacherStates | None":
@@ -457,15 +451,14 @@ class TeacherStates:
         from probscale_edge.progress import progress_bar
 
         encoded = _Encoded(tokenizer, split, max_length)
-        need = cls.size(teacher, encoded)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if need > min(max_bytes, shutil.disk_usage(path.parent).free / 2):
-            return None
         lengths = np.array([len(r) for r in encoded.fields["input_ids"]])
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        n_layers = len(teacher.adapter.layers(teacher.encoder))
-        table = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16,
-                                          shape=(int(offsets[-1]), n_layers, _hidden_size(teacher)))
+        shape = (int(offsets[-1]), len(teacher.adapter.layers(teacher.encoder)),
+                 int(getattr(teacher.encoder.config, teacher.adapter.hidden_key)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if 2 * math.prod(shape) > min(max_bytes, shutil.disk_usage(path.parent).free / 2):  # fp16: 2 bytes
+            return None
+        table = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
         order = np.argsort(lengths, kind="stable")  # length-sorted batches: little padding
         teacher.eval()
         batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
@@ -492,10 +485,6 @@ class TeacherStates:
             mask[r, :lengths[r]] = 1
         t = torch.from_numpy(out).float()
         return torch.from_numpy(mask), {ti: t[:, :, j] for j, ti in enumerate(layers)}
-
-
-def _hidden_size(model) -> int:
-    return int(getattr(model.encoder.config, model.adapter.hidden_key))
 
 
 def _save_state(path: Path, model, opt, sched, step, total, losses, stopper=None):

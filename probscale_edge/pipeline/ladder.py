@@ -95,20 +95,14 @@ class DistillData:
 
 def _train(run: Run, t: Teacher, model, tok, data: DistillData, epochs: float, lineage: Lineage) -> dict:
     """Distil ``model`` in place for ``epochs`` on the (augmented) training rows, hidden states included."""
-    from probscale_edge.recover import HiddenDistill, train_classifier
+    from probscale_edge.recover import HiddenDistill, TrainSettings, train_classifier
 
-    ts = _settings(run, epochs)
+    cfg = run.cfg
+    ts = replace(TrainSettings.of(cfg.finetune, cfg.recover, run.max_length, cfg.seed), epochs=epochs,
+                 student_epochs=None, dev_fraction=0.0, checkpoint_every=0)
     hidden = HiddenDistill(t.model, t.tokenizer, lineage.layers, data.states) if ts.hidden_weight > 0 else None
     return train_classifier(model, tok, data.split, ts, teacher_logits=data.logits, lr=ts.student_lr,
                             progress_desc="ladder (distill)", hidden_teacher=hidden)
-
-
-def _settings(run: Run, epochs: float = 1.0):
-    from probscale_edge.recover import TrainSettings
-
-    cfg = run.cfg
-    return replace(TrainSettings.of(cfg.finetune, cfg.recover, run.max_length, cfg.seed), epochs=epochs,
-                   student_epochs=None, dev_fraction=0.0, checkpoint_every=0)
 
 
 def _accuracy_on(run: Run, split, model, tok) -> float:
@@ -308,7 +302,7 @@ def _distill_data(run: Run, t: Teacher, work: Path) -> DistillData:
                         run.max_length, log=run.log)
         split, logits, rep = aug.expand(split, logits)
         run.stages["augment"] = asdict(rep)
-    if not _settings(run).hidden_weight > 0 or dist.device().type != "cpu":
+    if not (run.cfg.recover.distill_hidden or 0) > 0 or dist.device().type != "cpu":
         return DistillData(split, logits)  # on a GPU the teacher's forward costs less than reading its states back
     t0 = time.time()
     states = TeacherStates.compute(t.model, t.tokenizer, split, run.max_length, work / "teacher_states.npy")
@@ -316,11 +310,10 @@ def _distill_data(run: Run, t: Teacher, work: Path) -> DistillData:
         run.log("  the teacher's hidden states would not fit on disk: the teacher runs at every step")
         run.stages["teacher_states"] = {"cached": False}
     else:
-        size = states.table.size * 2
-        run.stages["teacher_states"] = {"cached": True, "rows": len(split), "bytes": size,
-                                        "seconds": round(time.time() - t0, 1)}
+        size, seconds = states.table.nbytes, time.time() - t0
+        run.stages["teacher_states"] = {"cached": True, "rows": len(split), "bytes": size, "seconds": round(seconds, 1)}
         run.log(f"  the teacher's hidden states of {len(split):,} rows computed once ({size / 1e9:.2f} GB, "
-                f"{time.time() - t0:.0f} s): no rung runs the teacher")
+                f"{seconds:.0f} s): no rung runs the teacher")
     return DistillData(split, logits, states)
 
 
