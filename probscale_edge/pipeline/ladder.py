@@ -174,14 +174,21 @@ def _candidates(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, targe
     return out
 
 
+def _factorizes(run: Run, model, target_total: float) -> bool:
+    """Whether the rung at ``target_total`` factorizes the word embedding of ``model``: the recipe has a rank, the
+    embedding is still dense, and width alone would keep less than ``EMBED_SWITCH`` of the layers' parameters."""
+    from probscale_edge.embedding import embedding_rank
+
+    return bool(run.cfg.prune.embedding_rank) and not embedding_rank(model) and \
+        _layer_target(model, target_total) < EMBED_SWITCH * _layer_params(model)
+
+
 def _factorize_if_needed(run: Run, cur: Rung, tok, target_total: float) -> tuple[Rung, str | None]:
     """The rung with its word embedding factorized (the recipe's rank) when width alone would cut too deep."""
-    from probscale_edge.embedding import embedding_rank
     from probscale_edge.pipeline.student import factorize
 
     rank = run.cfg.prune.embedding_rank
-    layers = _layer_params(cur.model)
-    if not rank or embedding_rank(cur.model) or _layer_target(cur.model, target_total) >= EMBED_SWITCH * layers:
+    if not _factorizes(run, cur.model, target_total):
         return cur, None
     model = copy.deepcopy(cur.model)
     rep = factorize(run, model, tok, rank)
@@ -215,7 +222,8 @@ def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, rati
            "total_params": counts["total"], "non_embedding_params": counts["non_embedding"],
            "dev_accuracy": _dev_accuracy(run, model, tok), "action": action,
            "width_only_dev_accuracy": width_acc, "candidates": {s[1]: s[0] for s in scored},
-           "layers": len(lineage.layers), "layer_shapes": model.layer_shapes(), "embedding": embedding,
+           "layers": len(lineage.layers), "layer_params": _layer_params(model), "layer_shapes": model.layer_shapes(),
+           "embedding": embedding,
            "epochs": epochs, "seconds_in": {k: round(v, 1) for k, v in parts.items()}}
     return Rung(model, lineage, rec)
 
@@ -320,7 +328,9 @@ def _distill_data(run: Run, t: Teacher, work: Path) -> DistillData:
 def start_rung(run: Run, report: ProbeReport, model, full_total: int) -> tuple[int, str]:
     """Where the walk starts -> (index into the ladder, why). The layers the task needs are the first k whose
     probe reaches the floor's share of the best probe accuracy; the walk starts at the smallest rung that still
-    holds those k layers at full width next to the embedding (the rungs above it are not worth the time)."""
+    holds those k layers at full width next to the embedding the walk would give them (factorized to the
+    recipe's rank where k layers are less than ``EMBED_SWITCH`` of the layers: the rungs above it are not worth
+    the time)."""
     from probscale_edge.select import layer_costs
 
     w, g = report.weighted, run.cfg.goal
@@ -328,11 +338,25 @@ def start_rung(run: Run, report: ProbeReport, model, full_total: int) -> tuple[i
     k = next(i for i in range(1, len(w)) if w[i] >= g.min_retention * best)
     costs = layer_costs(model)
     needed = model.param_counts()["total"] - sum(costs) + sum(costs[:k])
+    embedding = ""
+    if run.cfg.prune.embedding_rank and sum(costs[:k]) < EMBED_SWITCH * sum(costs):
+        needed -= _factorized_saving(model, run.cfg.prune.embedding_rank)
+        embedding = f" (its word embedding factorized to rank {run.cfg.prune.embedding_rank})"
     fits = [i for i, r in enumerate(g.ladder) if full_total / r >= needed]
     start = fits[-1] if fits else 0
     why = (f"the probes: layers 1-{k} reach {w[k]:.3f} of the best probe's {best:.3f} (the floor's share), "
-           f"{needed:,} parameters with the embedding: the walk starts at {g.ladder[start]:g}x")
+           f"{needed:,} parameters with the embedding{embedding}: the walk starts at {g.ladder[start]:g}x")
     return start, why
+
+
+def _factorized_saving(model, rank: int) -> int:
+    """Parameters the word embedding of ``model`` gives up when factorized to ``rank`` (0: it already is)."""
+    from probscale_edge.embedding import embedding_params_after, embedding_rank
+
+    if embedding_rank(model):
+        return 0
+    vocab, hidden = model.adapter.word_embeddings(model.encoder).weight.shape
+    return max(0, vocab * hidden - embedding_params_after(vocab, hidden, rank))
 
 
 def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> tuple[Walk, Rung | None, object]:
@@ -343,7 +367,8 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
     full_dev = _dev_accuracy(run, t.model, t.tokenizer)
     sizes, uncut = _full_sizes(run, t, work)
     w = Walk(full={"dev_accuracy": full_dev, "eval_accuracy": t.accuracy,
-                   "total_params": t.model.param_counts()["total"], **sizes}, uncut_int8=uncut)
+                   "total_params": t.model.param_counts()["total"], "layer_params": _layer_params(t.model), **sizes},
+             uncut_int8=uncut)
     base, tok = embedding_side(run, t, copy.deepcopy(t.model), factorize_now=False)  # the walk cuts copies of it
     data = _distill_data(run, t, work)
     start, why = start_rung(run, report, base, w.full["total_params"])
@@ -366,16 +391,44 @@ def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> t
 
 
 FINISH_S = 90  # seconds the build needs after the walk (export, int8 gate, bundle) on 2 cores
+# a rung's seconds scale with its student's layer parameters plus this share of the full model's, the part of
+# the work that does not shrink with the student (2 cores, AVX-512, rotten_tomatoes: rungs of 9.1M / 5.4M / 2.4M
+# layer parameters, of a full 10.6M, took 232 / 162 / 99 s; predicted from the rung before: 165 / 100 s)
+FIXED_SHARE = 0.2
 
 
-def _out_of_time(run: Run, w: Walk) -> str:
-    """Why the next rung would end past ``--time-budget`` ('' : it fits). A rung is predicted to take as long as
-    the last one (each is smaller, so that is an upper bound), plus the build's finish."""
+def predict_seconds(run: Run, w: Walk, cur: Rung, base_layers: int, ratio: float) -> float:
+    """The seconds the rung at ``ratio`` will take, from the last rung's: its cut (the Fisher scoring of the
+    uncut student) scales with the student it starts from, its distillation with its epochs and the student it
+    ends with, the rest (scoring, the int8 measurement) with the student it ends with. 0 before the first rung."""
+    if not w.rungs:
+        return 0.0
+    last = w.rungs[-1]
+    fixed = FIXED_SHARE * w.full["layer_params"]
+    target_total = w.full["total_params"] / ratio
+    end = max(0, _layer_target(cur.model, target_total))
+    if _factorizes(run, cur.model, target_total):
+        end += _factorized_saving(cur.model, run.cfg.prune.embedding_rank)
+    end = min(end, _layer_params(cur.model))
+    before = w.rungs[-2]["layer_params"] if len(w.rungs) > 1 else base_layers
+    parts = last.get("seconds_in", {})
+    cut, distill = parts.get("cut", 0.0), parts.get("distill", 0.0)
+    rest = max(0.0, last["seconds"] - cut - distill)
+    epochs = run.cfg.goal.rung_epochs * (EMBED_EPOCHS if _factorizes(run, cur.model, target_total) else 1)
+    shrink = (fixed + end) / (fixed + last["layer_params"])
+    return (cut * (fixed + last["layer_params"]) / (fixed + before)
+            + distill * epochs / last["epochs"] * shrink + rest * shrink)
+
+
+def _out_of_time(run: Run, w: Walk, cur: Rung, base_layers: int, ratio: float) -> str:
+    """Why the rung at ``ratio`` would end past ``--time-budget`` ('' : it fits): its predicted seconds
+    (:func:`predict_seconds`) and the build's finish. The first rung is not predicted: it always runs when the
+    finish fits."""
     budget = run.cfg.goal.time_budget
     if not budget:
         return ""
     spent = time.time() - run.t_start
-    need = (w.rungs[-1]["seconds"] if w.rungs else 0.0) + FINISH_S
+    need = predict_seconds(run, w, cur, base_layers, ratio) + FINISH_S
     if spent + need <= budget * 60:
         return ""
     return f"{spent / 60:.1f} min spent, the next rung and the finish would take about {need / 60:.1f} more"
@@ -385,9 +438,9 @@ def _walk_from(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, 
                table, full_dev: float) -> list:
     """The rungs from ``start`` down, recorded in ``w`` -> the kept rungs."""
     g, kept = run.cfg.goal, []
-    full_total = w.full["total_params"]
+    full_total, base_layers = w.full["total_params"], _layer_params(cur.model)
     for i, ratio in enumerate(g.ladder[start:], start + 1):
-        late = _out_of_time(run, w)
+        late = _out_of_time(run, w, cur, base_layers, ratio)
         if late:
             w.stopped = f"the time budget ({g.time_budget:g} min) ran out before rung {i} ({ratio:g}x): {late}"
             break
