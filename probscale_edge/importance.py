@@ -157,7 +157,7 @@ def layer_costs_in(model, keep_layers, cost_model: dict | None = None) -> dict:
 
 
 def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_neurons: int = 16,
-             cost_model: dict | None = None) -> dict:
+             cost_model: dict | None = None, before: dict | None = None) -> dict:
     """Choose heads and neurons in ``keep_layers`` so that those layers cost at most ``target_params``.
 
     Cost is parameters, or with ``cost_model`` ({"layer", "head", "neuron"}) any linear cost such
@@ -166,6 +166,9 @@ def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_
     kind in its layer (so layers compare on one scale), and removed lowest first; attention and
     FFN lose the same fraction of their cost, so neither is emptied. Allocation per layer is
     non-uniform. Returns {"heads": {layer: [kept]}, "ffn": {layer: [kept]}, "params": int, "cost": float}.
+
+    ``before`` (an earlier allocation of the same layers to a larger target): the units it removed are removed
+    first, whatever their score, so a unit once gone stays gone; the head budget leaves room for them.
     """
     a = model.adapter
     layers = a.layers(model.encoder)
@@ -191,14 +194,24 @@ def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_
 
     keep = {"heads": {li: set(range(shapes[li]["heads"])) for li in keep_layers},
             "ffn": {li: set(range(shapes[li]["ffn"])) for li in keep_layers}}
+    gone = {kind: {li: keep[kind][li] - set((before or {}).get(kind, {}).get(str(li), keep[kind][li]))
+                   for li in keep_layers} for kind in keep}
+    forced = {kind: sum(map(len, gone[kind].values())) * cost[unit]
+              for kind, unit in (("heads", "head"), ("ffn", "neuron"))}
     removed = 0
     count = {"head": 0, "neuron": 0}
-    for kind, unit, floor, budget in (("heads", "head", min_heads, frac * att_params),
+    for kind, unit, floor, budget in (("heads", "head", min_heads, min(frac * att_params, to_remove - forced["ffn"])),
                                       ("ffn", "neuron", min_neurons, frac * ffn_params)):
         if not a.supports_head_pruning and kind == "heads":
             continue
         got = 0
+        for li in keep_layers:  # what an earlier step removed goes first
+            keep[kind][li] -= gone[kind][li]
+            got += len(gone[kind][li]) * cost[unit]
+            count[unit] += len(gone[kind][li])
         for _, li, j in ranked(kind):
+            if j not in keep[kind][li]:
+                continue
             if got + cost[unit] > budget + 1e-9:
                 continue
             if len(keep[kind][li]) <= floor:
@@ -243,8 +256,9 @@ def iterative_allocate(model, tokenizer, tasks, weights, keep_layers, target_par
         if cost_model is None:
             step_target = int(round(step_target))
         scores = unit_importance(model, tokenizer, tasks, weights, cfg, layer_ids=keep_layers, keep=kept)
-        al = allocate(model, keep_layers, scores, step_target, min_heads, min_neurons, cost_model=cost_model)
-        if kept is not None:  # a unit once removed stays removed (it scores 0, so allocate drops it first)
+        al = allocate(model, keep_layers, scores, step_target, min_heads, min_neurons, cost_model=cost_model,
+                      before=kept)
+        if kept is not None:  # a unit once removed stays removed (allocate drops the earlier step's first)
             for kind in ("heads", "ffn"):
                 for li, ids in al[kind].items():
                     prev = kept[kind].get(li)

@@ -65,7 +65,7 @@ _OPTIONS = [
                  "of WordPiece models)."),
     click.option("--embedding-rank", type=int, default=None,
                  help="Factorize the word embedding to this rank (truncated SVD, then trained with the student); 0: "
-                 "off. Default: the recipe's (a sixth of the width in ladder builds)."),
+                 "off. Default: the recipe's (a third of the width in ladder builds: 128 for a hidden size of 384)."),
     click.option("--compression", type=float, default=None,
                  help="Total-parameter ratio to reach, e.g. 5 for 5x fewer (sets --budget from the embedding's size)."),
     click.option("--compression-basis", default="total", show_default=True,

@@ -64,3 +64,32 @@ def test_masked_units_score_zero_and_steps_only_remove(tmp_path, minilm_dir, toy
     # one step of the iterative search is exactly the one-shot allocation
     shot = allocate(model, list(range(4)), unit_importance(model, tok, [task], [1.0]), target)
     assert shot == one
+
+
+def test_a_step_never_revives_what_an_earlier_step_removed(tmp_path, minilm_dir):
+    """Where attention is most of a layer's cost (deep rungs, after the FFN was cut), the first small step can
+    remove no head and takes its share from the FFN; the next step removes a head and its FFN share shrinks.
+    Allocated on its own it would keep neurons the first step removed (mpnet, trec6, 8x: "iterative pruning
+    revived ffn in layer 8"); told the earlier step, it removes them first and still meets its target."""
+    model, _ = _model("bert", tmp_path, minilm_dir)
+    shapes = [model.adapter.layer_shape(model.encoder, layer) for layer in model.adapter.layers(model.encoder)]
+    cm = {"layer": 0, "head": 40, "neuron": 1}  # 4 heads of 40 and 64 neurons of 1 a layer: attention is 71%
+    total = sum(s["heads"] * 40 + s["ffn"] for s in shapes)
+    rng = np.random.default_rng(0)
+    scores = {"heads": [rng.random(s["heads"]) + 0.1 for s in shapes], "ffn": [rng.random(s["ffn"]) + 0.1 for s in shapes]}
+    layers = list(range(len(shapes)))
+
+    def gone(al, kind):
+        return {(li, j) for li in layers for j in range(shapes[li]["heads" if kind == "heads" else "ffn"])
+                if str(li) in al[kind] and j not in al[kind][str(li)]}
+
+    one = allocate(model, layers, scores, total - 30, min_neurons=4, cost_model=cm)
+    assert not gone(one, "heads") and len(gone(one, "ffn")) == 30  # no head fits 30: the FFN gives it all
+    masked = {k: [v.copy() for v in scores[k]] for k in scores}
+    for li, j in gone(one, "ffn"):
+        masked["ffn"][li][j] = 0.0  # what the re-scoring sees: removed units score zero
+    alone = allocate(model, layers, masked, total - 60, min_neurons=4, cost_model=cm)
+    assert not gone(one, "ffn") <= gone(alone, "ffn")  # the fault: 1 head, 20 neurons, 10 of the 30 back
+    two = allocate(model, layers, masked, total - 60, min_neurons=4, cost_model=cm, before=one)
+    assert gone(one, "ffn") <= gone(two, "ffn") and gone(one, "heads") <= gone(two, "heads")
+    assert total - 60 - 40 < two["cost"] <= total - 60  # the target still holds, within one head
