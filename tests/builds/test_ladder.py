@@ -170,11 +170,10 @@ def test_bad_constraints_are_refused_before_anything_loads(tmp_path, flags, mess
 
 
 def test_the_probes_set_where_the_walk_starts(monkeypatch):
-    """The first k layers whose probe reaches the floor's share of the best, at full width next to the embedding
-    the walk would give them: the walk starts at the smallest rung that still holds them."""
+    """The first k layers whose probe reaches the floor's share of the best, at full width next to the embedding:
+    the walk starts at the smallest rung that still holds them."""
     from types import SimpleNamespace
 
-    import probscale_edge.pipeline.ladder as lad_mod
     import probscale_edge.select as sel
     from probscale_edge.pipeline.ladder import start_rung
     from probscale_edge.specs import ProbeReport
@@ -183,21 +182,14 @@ def test_the_probes_set_where_the_walk_starts(monkeypatch):
     model = SimpleNamespace(param_counts=lambda: {"total": 100})
     report = ProbeReport([], [0.5, 0.9, 0.95, 0.99, 1.0, 1.0, 1.0])
 
-    def start(floor, full, rank=None):
-        run = SimpleNamespace(cfg=SimpleNamespace(goal=SimpleNamespace(min_retention=floor, ladder=(2.0, 3.0, 5.0, 8.0)),
-                                                  prune=SimpleNamespace(embedding_rank=rank)))
+    def start(floor, full):
+        run = SimpleNamespace(cfg=SimpleNamespace(goal=SimpleNamespace(min_retention=floor, ladder=(2.0, 3.0, 5.0))))
         return start_rung(run, report, model, full)
 
     assert start(0.99, 300)[0] == 1  # layers 1-3 needed: 70 parameters; 3x (100) holds them, 5x (60) does not
     assert start(0.9, 300)[0] == 2  # layer 1 is enough: 50 parameters, 5x (60) holds it
     assert start(0.99, 100)[0] == 0  # no rung holds them: the walk starts at the top
     assert "layers 1-3" in start(0.99, 300)[1] and "starts at 3x" in start(0.99, 300)[1]
-    # with an embedding rank, one layer (10 of 60, under EMBED_SWITCH) sits next to the factorized embedding:
-    # 30 of the 40 outside parameters saved leaves 20 needed, which 8x (37.5) holds
-    monkeypatch.setattr(lad_mod, "_factorized_saving", lambda m, rank: 30)
-    assert start(0.9, 300, rank=8)[0] == 3 and "factorized to rank 8" in start(0.9, 300, rank=8)[1]
-    assert start(0.99, 300, rank=8)[0] == 2  # layers 1-3 (half the layers) next to it: 40 needed, 5x holds them
-    assert start(1.0, 300, rank=8)[0] == 1  # layers 1-4 (2/3 of them, over EMBED_SWITCH) keep the dense embedding
 
 
 def test_a_probes_start_below_the_floor_walks_again_from_the_top(tmp_path, tiny_bert, toy_csv, monkeypatch):
