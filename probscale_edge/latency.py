@@ -177,9 +177,9 @@ def measure_table(model, tokenizer, target: str = "x86_64", seq: int = 128, thre
 
 
 def time_bundles(bundles, seq: int, threads: int, runs: int, passes: int = 5, per_pass: bool = False):
-    """p50 end-to-end and session ms of every bundle (a folder, or a ``Predictor``) at batch 1, timed in blocks: each pass runs every bundle
-    for runs/passes consecutive predictions (its weights warm in cache, as in an app that runs one model),
-    and the p50 is over all passes, so a busy moment on the machine hits one block of every bundle, not
+    """p50 end-to-end and session ms of every bundle (a folder, or a ``Predictor``) at batch 1, timed in blocks:
+    each pass runs every bundle for runs/passes consecutive predictions (its weights warm in cache, as in an app
+    that runs one model), and the p50 is over all passes, so a busy moment on the machine hits one block of every bundle, not
     one bundle. ``per_pass``: also return each bundle's end-to-end p50 in every pass (the spread says how
     noisy the machine was)."""
     from probscale_edge.runtime.predictor import Predictor
