@@ -402,14 +402,15 @@ def predict_seconds(run: Run, w: Walk, cur: Rung, base_layers: int, ratio: float
     fixed = FIXED_SHARE * w.full["layer_params"]
     target_total = w.full["total_params"] / ratio
     end = max(0, _layer_target(cur.model, target_total))
-    if _factorizes(run, cur.model, target_total):
+    factorizes = _factorizes(run, cur.model, target_total)
+    if factorizes:
         end += _factorized_saving(cur.model, run.cfg.prune.embedding_rank)
     end = min(end, _layer_params(cur.model))
     before = w.rungs[-2]["layer_params"] if len(w.rungs) > 1 else base_layers
     parts = last.get("seconds_in", {})
     cut, distill = parts.get("cut", 0.0), parts.get("distill", 0.0)
     rest = max(0.0, last["seconds"] - cut - distill)
-    epochs = run.cfg.goal.rung_epochs * (EMBED_EPOCHS if _factorizes(run, cur.model, target_total) else 1)
+    epochs = run.cfg.goal.rung_epochs * (EMBED_EPOCHS if factorizes else 1)
     shrink = (fixed + end) / (fixed + last["layer_params"])
     return (cut * (fixed + last["layer_params"]) / (fixed + before)
             + distill * epochs / last["epochs"] * shrink + rest * shrink)
