@@ -196,11 +196,10 @@ def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_
             "ffn": {li: set(range(shapes[li]["ffn"])) for li in keep_layers}}
     gone = {kind: {li: keep[kind][li] - set((before or {}).get(kind, {}).get(str(li), keep[kind][li]))
                    for li in keep_layers} for kind in keep}
-    forced = {kind: sum(map(len, gone[kind].values())) * cost[unit]
-              for kind, unit in (("heads", "head"), ("ffn", "neuron"))}
+    forced_ffn = sum(map(len, gone["ffn"].values())) * cost["neuron"]  # the heads leave room for these
     removed = 0
     count = {"head": 0, "neuron": 0}
-    for kind, unit, floor, budget in (("heads", "head", min_heads, min(frac * att_params, to_remove - forced["ffn"])),
+    for kind, unit, floor, budget in (("heads", "head", min_heads, min(frac * att_params, to_remove - forced_ffn)),
                                       ("ffn", "neuron", min_neurons, frac * ffn_params)):
         if not a.supports_head_pruning and kind == "heads":
             continue

@@ -2,8 +2,8 @@
 
 The uncut pre-trained model is exported and int8-quantized with the bundles' target preset
 (``probscale_edge.latency.spec_bundle``, the reference every speed-up here is over); the bundles are the real ones a
-build wrote (their own int8 ONNX file, tokenizer and labels, loaded as an app loads them). All are timed in the same run, interleaved in blocks
-(``latency.time_bundles``): batch 1, sequence 128, 1 thread; the whole timing is repeated ``--repeats`` times, so the
+build wrote (their own int8 ONNX file, tokenizer and labels, loaded as an app loads them). All are timed in the same
+run, interleaved in blocks (``latency.time_bundles``): batch 1, sequence 128, 1 thread; the whole timing is repeated ``--repeats`` times, so the
 table gives each speed-up's spread. Prints the table and writes JSON.
 
     python benchmarks/compression/bundle_latency.py --model all-mpnet-base-v2 BUNDLE [BUNDLE ...] \\

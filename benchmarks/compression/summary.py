@@ -37,7 +37,8 @@ SOURCES = [
 LADDER_SOURCES = [
     (HERE / "minilm-ladder10.json", "ladder", "H200, the default recipe walked 2x-3x-5x-8x-10x, rung epochs 1"),
     (HERE / "minilm-ladder10-e2.json", "ladder-e2", "H200, the same with 2 distillation epochs per rung"),
-    (HERE / "mpnet-ladder10.json", "ladder", "H200, the default recipe, ladder 2x-3x-5x-8x-10x entered at 5x by the probes (sms_spam 8x), rung epochs 1"),
+    (HERE / "mpnet-ladder10.json", "ladder",
+     "H200, the default recipe, ladder 2x-3x-5x-8x-10x entered at 5x by the probes (sms_spam 8x), rung epochs 1"),
 ]
 
 

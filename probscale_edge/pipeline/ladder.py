@@ -345,11 +345,9 @@ def start_rung(run: Run, report: ProbeReport, model, full_total: int) -> tuple[i
 
 
 def _factorized_saving(model, rank: int) -> int:
-    """Parameters the word embedding of ``model`` gives up when factorized to ``rank`` (0: it already is)."""
-    from probscale_edge.embedding import embedding_params_after, embedding_rank
+    """Parameters the dense word embedding of ``model`` gives up when factorized to ``rank``."""
+    from probscale_edge.embedding import embedding_params_after
 
-    if embedding_rank(model):
-        return 0
     vocab, hidden = model.adapter.word_embeddings(model.encoder).weight.shape
     return max(0, vocab * hidden - embedding_params_after(vocab, hidden, rank))
 
