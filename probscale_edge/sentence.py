@@ -125,18 +125,20 @@ class SentenceEncoder(EncoderClassifier):
 
 
 def embed_texts(model, tokenizer, texts, max_length: int = 128, batch_size: int = 64) -> np.ndarray:
-    """Sentence embeddings [n, d] float32 in the input order (batches sorted by length)."""
+    """Sentence embeddings [n, d] float32 in the input order (batches sorted by length), computed on the
+    device the model's weights are on."""
     from probscale_edge.modeling import tokenize
 
     model.eval()
+    dev = next(model.parameters()).device
     texts = list(texts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = None
     with torch.no_grad():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            enc = tokenize(tokenizer, [texts[i] for i in idx], None, max_length)
-            e = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).float().numpy()
+            enc = {k: v.to(dev) for k, v in tokenize(tokenizer, [texts[i] for i in idx], None, max_length).items()}
+            e = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids")).float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(texts), e.shape[1]), np.float32)
             out[idx] = e

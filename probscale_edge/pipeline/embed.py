@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -149,6 +150,22 @@ def _unlabelled(path: Path, eval_path, d):
                             "labels": False})
 
 
+@contextmanager
+def on_device(*models):
+    """The models on this process's training device (its GPU where there is one, ``PROBSCALE_EDGE_DEVICE=cpu``
+    to stay off it) for the block, back on the CPU after it (export, quantization and scoring run there)."""
+    from probscale_edge import distributed as dist
+
+    dev = dist.device()
+    try:
+        for m in models:
+            m.to(dev)
+        yield dev
+    finally:
+        for m in models:
+            m.to("cpu")
+
+
 # ----------------------------------------------------------------------------------------- teacher
 def teacher_embed(run: Run) -> EmbedTeacher:
     """The model as published (pooling and normalization from its sentence-transformers files) and its
@@ -177,8 +194,9 @@ def teacher_embed(run: Run) -> EmbedTeacher:
     else:
         run.log(f"teacher embeddings of {len(train):,} training texts and the eval texts ({sc.pooling} pooling"
                 f"{', normalized' if sc.normalize else ''}; {sc.source}) ...")
-        train_emb = embed_texts(model, tok, train, run.max_length)
-        eval_emb = {t.name: embed_texts(model, tok, t.eval.texts, run.max_length) for t in run.tasks}
+        with on_device(model):
+            train_emb = embed_texts(model, tok, train, run.max_length)
+            eval_emb = {t.name: embed_texts(model, tok, t.eval.texts, run.max_length) for t in run.tasks}
         if cfg.use_cache:
             store.put_dir(key, lambda d: np.savez(d / "embeddings.npz", train=train_emb,
                                                   **{f"eval/{k}": v for k, v in eval_emb.items()}))
@@ -391,9 +409,8 @@ def load_embedder(folder):
 def distill(run: Run, t: EmbedTeacher, model, tok) -> dict:
     """Train the student towards the teacher's sentence embeddings (cosine + in-batch similarity structure;
     with ``--distill-hidden W`` also each layer's hidden states, relative squared error), without dropout;
-    the best of the per-epoch dev scores (mean cosine on held-out training texts) is kept."""
-    import copy
-
+    the best of the per-epoch dev scores (mean cosine on held-out training texts) is kept. Runs on this
+    process's GPU where there is one."""
     import torch
 
     from probscale_edge.progress import progress_bar
@@ -403,7 +420,7 @@ def distill(run: Run, t: EmbedTeacher, model, tok) -> dict:
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(texts))
     n_dev = min(500, max(32, len(texts) // 20))
-    dev, fit = order[:n_dev], order[n_dev:]
+    held, fit = order[:n_dev], order[n_dev:]
     epochs = rc.student_epochs or fc.epochs
     steps_per_epoch = int(np.ceil(len(fit) / fc.batch_size))
     total = max(1, int(round(steps_per_epoch * epochs)))
@@ -412,17 +429,18 @@ def distill(run: Run, t: EmbedTeacher, model, tok) -> dict:
     layer_map = run.stages.get("layers", {}).get("kept")  # student layer i <- teacher layer layer_map[i]
     torch.manual_seed(cfg.seed)
     best, best_state, step, t0 = -1.0, None, 0, time.time()
-    hist = [{"step": 0, "dev_mean_cosine": _dev_cosine(model, tok, [texts[i] for i in dev], targets[dev], run.max_length)}]
+    hist = [{"step": 0, "dev_mean_cosine": _dev_cosine(model, tok, [texts[i] for i in held], targets[held], run.max_length)}]
     run.log(f"  before distillation: dev mean cosine {hist[0]['dev_mean_cosine']:.4f}")
     lengths = [len(x) for x in texts]
-    with progress_bar(total, "distil embeddings") as bar:
+    on = [model] + ([t.model] if hidden_w > 0 else [])  # the teacher's hidden states are computed as we go
+    with on_device(*on) as dev, progress_bar(total, "distil embeddings") as bar:
         while step < total:
             model.eval()  # no dropout: the targets are the deterministic teacher's (a small student fits them better)
             for b in _length_batches(fit, lengths, fc.batch_size, rng):
                 if step >= total:
                     break
                 loss, cos, kl = _step(model, t, tok, [texts[i] for i in b], targets[b], run.max_length, hidden_w,
-                                      layer_map)
+                                      layer_map, dev)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -431,17 +449,18 @@ def distill(run: Run, t: EmbedTeacher, model, tok) -> dict:
                 step += 1
                 bar.update(1, loss=loss.item())
                 if step % steps_per_epoch == 0 or step == total:
-                    score = _dev_cosine(model, tok, [texts[i] for i in dev], targets[dev], run.max_length)
+                    score = _dev_cosine(model, tok, [texts[i] for i in held], targets[held], run.max_length)
                     hist.append({"step": step, "dev_mean_cosine": score, "loss": float(loss), "cos": float(cos),
                                  "structure": float(kl)})
                     run.log(f"  step {step}/{total}: dev mean cosine {score:.4f}")
                     if score > best:
-                        best, best_state = score, copy.deepcopy(model.state_dict())
+                        best, best_state = score, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
     return {"steps": step, "epochs": epochs, "lr": rc.student_lr, "batch_size": fc.batch_size, "texts": len(fit),
-            "dev_texts": len(dev), "structure_weight": STRUCTURE_WEIGHT, "hidden_weight": hidden_w,
-            "best_dev_mean_cosine": best, "history": hist, "train_seconds": round(time.time() - t0, 1)}
+            "dev_texts": len(held), "structure_weight": STRUCTURE_WEIGHT, "hidden_weight": hidden_w,
+            "best_dev_mean_cosine": best, "history": hist, "train_seconds": round(time.time() - t0, 1),
+            "device": dev.type}
 
 
 def _training_texts(run: Run, t: EmbedTeacher):
@@ -458,7 +477,8 @@ def _training_texts(run: Run, t: EmbedTeacher):
                                  ac.neighbours)
     extra, _, _ = augment_texts(t.train_texts, None, ac, neighbours, getattr(t.tokenizer, "mask_token", None))
     run.log(f"  augmentation: {len(extra):,} perturbed texts embedded by the teacher ...")
-    emb = embed_texts(t.model, t.tokenizer, extra, run.max_length)
+    with on_device(t.model):
+        emb = embed_texts(t.model, t.tokenizer, extra, run.max_length)
     run.stages["augment"] = {"copies": n_aug, "added": len(extra)}
     return t.train_texts + extra, np.concatenate([t.train_emb, emb])
 
@@ -488,24 +508,24 @@ def _length_batches(idx, lengths, batch_size, rng):
     return [np.asarray(out[i]) for i in rng.permutation(len(out))]
 
 
-def _step(model, t: EmbedTeacher, tok, texts, targets, max_length, hidden_w, layer_map=None):
+def _step(model, t: EmbedTeacher, tok, texts, targets, max_length, hidden_w, layer_map=None, dev="cpu"):
     import torch
 
     from probscale_edge.modeling import tokenize
     from probscale_edge.sentence import distill_loss
 
-    enc = tokenize(tok, texts, None, max_length)
+    enc = {k: v.to(dev) for k, v in tokenize(tok, texts, None, max_length).items()}
     args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+    targets = torch.as_tensor(targets).to(dev)
     if hidden_w <= 0:
-        loss, cos, kl = distill_loss(model(*args), torch.as_tensor(targets), STRUCTURE_WEIGHT)
+        loss, cos, kl = distill_loss(model(*args), targets, STRUCTURE_WEIGHT)
         return loss, cos, kl
-    tenc = tokenize(t.tokenizer, texts, None, max_length)
+    tenc = {k: v.to(dev) for k, v in tokenize(t.tokenizer, texts, None, max_length).items()}
     with torch.no_grad():
         tstates = t.model.hidden_states(tenc["input_ids"], tenc["attention_mask"], tenc.get("token_type_ids"))
     with model.capture_states() as states:
         tokens = model.token_embeddings(*args)
-    loss, cos, kl = distill_loss(model.embed_from_tokens(tokens, enc["attention_mask"]), torch.as_tensor(targets),
-                                 STRUCTURE_WEIGHT)
+    loss, cos, kl = distill_loss(model.embed_from_tokens(tokens, enc["attention_mask"]), targets, STRUCTURE_WEIGHT)
     if enc["attention_mask"].shape == tenc["attention_mask"].shape:  # same tokens (trimming keeps the pieces)
         w = enc["attention_mask"].unsqueeze(-1).float()
         pairs = [(states[i + 1], tstates[j + 1]) for i, j in enumerate(layer_map or range(len(states) - 1))]
