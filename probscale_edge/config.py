@@ -118,6 +118,9 @@ class DataConfig(Config):
     max_eval: int | None = None  # cap on eval examples (stratified)
     kind: str = "classify"  # classify | embed (sentence embeddings) | text2text (T5: source -> target text)
     target_column: str = "target"  # text2text: the column holding the target text
+    # embed: a file of extra texts (its --text-column) the student is distilled on as well, the teacher's
+    # embeddings of them the targets; not scored, not used to trim the vocabulary; eval texts are dropped from it
+    distill_texts: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -130,6 +133,9 @@ class DataConfig(Config):
         in_range("max_eval", self.max_eval, 10, integer=True, optional=True, example=1000)  # data.MIN_EVAL_EXAMPLES
         if self.text_pair_column is not None and self.text_pair_column == self.text_column:
             raise ProbscaleError("--text-pair-column names the --text-column", "pass the second text column")
+        if self.distill_texts is not None and self.kind != "embed":
+            raise ProbscaleError(f"--distill-texts with --kind {self.kind}",
+                                 "use it with --kind embed (or --task embed), or leave it out")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,10 @@ _OPTIONS = [
     click.option("--augment", type=int, default=None, show_default="the recipe's: 1 in ladder builds, else 0",
                  help="With --recover-mode distill: perturbed copies of each training example (masked words, "
                  "embedding neighbours, spans), labelled by the teacher's logits; e.g. 4. 0: the task's examples only."),
+    click.option("--distill-texts", type=click.Path(), default=None,
+                 help="With --kind embed: a file of extra texts (its --text-column) the student is also distilled "
+                 "on (the teacher's embeddings of them); never scored, not used to trim the vocabulary; the tasks' "
+                 "own texts are dropped from it."),
     click.option("--batch-size", type=int, default=32, show_default=True,
                  help="Global training batch (split across processes under torchrun)."),
     click.option("--lr", type=float, default=5e-5, show_default=True, help="Learning rate of the teacher fine-tune."),

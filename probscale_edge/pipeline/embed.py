@@ -48,6 +48,8 @@ class EmbedTeacher:
     eval_emb: dict  # task name -> [n, d]
     metrics: dict  # task name -> retrieval metrics of the teacher
     key: str
+    distill_texts: list = None  # --distill-texts (distillation inputs only: never scored, never trimmed on)
+    distill_emb: np.ndarray | None = None
 
 
 @dataclass
@@ -72,10 +74,13 @@ def prepare_embed(cfg, log) -> Run:
     out = Path(cfg.bundle.output) if cfg.bundle.output else default_embed_output(cfg)
     check_cache()
     run = Run(cfg, log, out, check_inputs(cfg, out, log))
+    extra = texts_of(Path(cfg.data.distill_texts), cfg.data.text_column) if cfg.data.distill_texts else []
     run.tasks = [load_texts(ts, cfg.data, log) for ts in cfg.data.tasks]
     for t in run.tasks:
         log(f"task {t.name}: {len(t.train)} train / {len(t.eval)} eval texts"
             + (f", {t.num_labels} labels (retrieval scored against them)" if t.label_names else ", no labels"))
+    if extra:
+        run.distill_texts = distill_texts_of(extra, run.tasks, cfg.data.distill_texts, log)
     return run
 
 
@@ -122,19 +127,11 @@ def _unlabelled(path: Path, eval_path, d):
     """A text-only file: texts from ``--text-column``, a fixed 80/20 split (seed 0) unless ``--eval`` is given."""
     import random
 
-    from probscale_edge.data import MIN_EVAL_EXAMPLES, Split, TaskData, _read_table, task_name
+    from probscale_edge.data import MIN_EVAL_EXAMPLES, Split, TaskData, task_name
 
-    def texts_of(p: Path) -> list:
-        rows = _read_table(p)
-        if not rows or d.text_column not in rows[0]:
-            cols = ", ".join(sorted(map(str, rows[0]))) if rows else "none"
-            raise ProbscaleError(f"{p} has no text column {d.text_column!r} (columns: {cols})",
-                                 "rename the column or pass --text-column NAME")
-        return [str(r[d.text_column]) for r in rows if str(r.get(d.text_column) or "").strip()]
-
-    texts = texts_of(path)
+    texts = texts_of(path, d.text_column)
     if eval_path:
-        train, ev = texts, texts_of(Path(eval_path))
+        train, ev = texts, texts_of(Path(eval_path), d.text_column)
     else:
         idx = list(range(len(texts)))
         random.Random(0).shuffle(idx)
@@ -148,6 +145,40 @@ def _unlabelled(path: Path, eval_path, d):
     return TaskData(task_name(path), [], Split(train, [-1] * len(train)), Split(ev, [-1] * len(ev)),
                     source={"builtin": False, "train_file": str(path), "eval_file": str(eval_path or ""),
                             "labels": False})
+
+
+def texts_of(path: Path, column: str) -> list:
+    """The non-empty texts of a file's ``column``."""
+    from probscale_edge.data import _read_table
+
+    rows = _read_table(path)
+    if not rows or column not in rows[0]:
+        cols = ", ".join(sorted(map(str, rows[0]))) if rows else "none"
+        raise ProbscaleError(f"{path} has no text column {column!r} (columns: {cols})",
+                             "rename the column or pass --text-column NAME")
+    return [str(r[column]) for r in rows if str(r.get(column) or "").strip()]
+
+
+def distill_texts_of(texts: list, tasks, path, log=None) -> list:
+    """``--distill-texts``: the file's texts, deduplicated, less every text some task has (eval texts would
+    leak into training; training texts are there already), compared case- and space-insensitively."""
+    def norm(x: str) -> str:
+        return " ".join(x.lower().split())
+
+    seen = {norm(x) for t in tasks for x in t.train.texts + t.eval.texts}
+    kept = []
+    for x in texts:
+        k = norm(x)
+        if k not in seen:
+            seen.add(k)
+            kept.append(x)
+    if not kept:
+        raise ProbscaleError(f"--distill-texts {path}: every text is a task's text or a repeat",
+                             "give texts that are not the tasks' own")
+    if log:
+        log(f"distillation texts from {path}: {len(kept):,} of {len(texts):,} kept (repeats and the tasks' own "
+            "texts dropped)")
+    return kept
 
 
 @contextmanager
@@ -184,28 +215,40 @@ def teacher_embed(run: Run) -> EmbedTeacher:
     run.lengths = {**length_limits(encoder, tok, cfg.source.max_length), "stored_dtype": stored_dtype(run.src)}
     train = list(dict.fromkeys(t for task in run.tasks for t in task.train.texts))
     key = content_key(ROUTE_VERSION, "teacher", model_fingerprint(run.src), sc.to_dict(), run.max_length,
-                      [t.fingerprint() for t in run.tasks])
+                      [t.fingerprint() for t in run.tasks], texts_fingerprint(run.distill_texts))
     store = run.store("teachers")
     found = store.get_dir(key) if cfg.use_cache else None
     if found is not None:
         z = np.load(found / "embeddings.npz")
         train_emb, eval_emb = z["train"], {t.name: z[f"eval/{t.name}"] for t in run.tasks}
+        distill_emb = z["distill"] if run.distill_texts else None
         run.log(f"[cache] teacher embeddings {key}")
     else:
-        run.log(f"teacher embeddings of {len(train):,} training texts and the eval texts ({sc.pooling} pooling"
-                f"{', normalized' if sc.normalize else ''}; {sc.source}) ...")
+        run.log(f"teacher embeddings of {len(train):,} training texts, {len(run.distill_texts):,} distillation texts "
+                f"and the eval texts ({sc.pooling} pooling{', normalized' if sc.normalize else ''}; {sc.source}) ...")
         with on_device(model):
             train_emb = embed_texts(model, tok, train, run.max_length)
             eval_emb = {t.name: embed_texts(model, tok, t.eval.texts, run.max_length) for t in run.tasks}
+            distill_emb = embed_texts(model, tok, run.distill_texts, run.max_length) if run.distill_texts else None
         if cfg.use_cache:
-            store.put_dir(key, lambda d: np.savez(d / "embeddings.npz", train=train_emb,
+            extra = {"distill": distill_emb} if run.distill_texts else {}
+            store.put_dir(key, lambda d: np.savez(d / "embeddings.npz", train=train_emb, **extra,
                                                   **{f"eval/{k}": v for k, v in eval_emb.items()}))
     metrics = {t.name: task_metrics(eval_emb[t.name], eval_emb[t.name], t) for t in run.tasks}
     run.stages["teacher"] = {"sentence": sc.to_dict(), "parameters": model.param_counts(), "key": key,
-                             "train_texts": len(train), "metrics": metrics, "cached": found is not None,
-                             "seconds": round(time.time() - t0, 1)}
+                             "train_texts": len(train), "distill_texts": len(run.distill_texts), "metrics": metrics,
+                             "cached": found is not None, "seconds": round(time.time() - t0, 1)}
     run.log("teacher recall@10 (same-label): " + _fmt(metrics, "recall@10"))
-    return EmbedTeacher(model, tok, sc, train, train_emb, eval_emb, metrics, key)
+    return EmbedTeacher(model, tok, sc, train, train_emb, eval_emb, metrics, key, run.distill_texts, distill_emb)
+
+
+def texts_fingerprint(texts: list) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for x in texts:
+        h.update(x.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()
 
 
 def task_metrics(emb: np.ndarray, teacher_emb: np.ndarray, task) -> dict:
@@ -467,11 +510,15 @@ def distill(run: Run, t: EmbedTeacher, model, tok) -> dict:
 
 
 def _training_texts(run: Run, t: EmbedTeacher):
-    """The training texts and the teacher's embeddings of them, plus ``--augment N`` perturbed copies of
-    each (word masks, neighbour swaps and spans as for classification: probscale_edge.augment)."""
+    """The training texts (and ``--distill-texts``) and the teacher's embeddings of them, plus ``--augment N``
+    perturbed copies of each training text (word masks, neighbour swaps and spans as for classification:
+    probscale_edge.augment)."""
     n_aug = int(run.cfg.recover.augment or 0)
+    base, base_emb = t.train_texts, t.train_emb
+    if t.distill_texts:
+        base, base_emb = t.train_texts + t.distill_texts, np.concatenate([t.train_emb, t.distill_emb])
     if n_aug <= 0:
-        return t.train_texts, t.train_emb
+        return base, base_emb
     from probscale_edge.augment import AugmentConfig, augment_texts, embedding_of_words, task_vocabulary, word_neighbours
     from probscale_edge.sentence import embed_texts
 
@@ -483,7 +530,7 @@ def _training_texts(run: Run, t: EmbedTeacher):
     with on_device(t.model):
         emb = embed_texts(t.model, t.tokenizer, extra, run.max_length)
     run.stages["augment"] = {"copies": n_aug, "added": len(extra)}
-    return t.train_texts + extra, np.concatenate([t.train_emb, emb])
+    return base + extra, np.concatenate([base_emb, emb])
 
 
 def _optimizer(model, lr, weight_decay, warmup, total):

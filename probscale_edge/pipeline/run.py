@@ -67,6 +67,7 @@ class Run:
     dev: object = None  # ladder builds: the dev split held out of the training data
     spare: list = field(default_factory=list)  # ladder builds: texts of training rows neither trained on nor dev
     ladder: dict | None = None  # ladder builds: every rung and the choice (the manifest's "ladder")
+    distill_texts: list = field(default_factory=list)  # embed builds: --distill-texts, the tasks' texts dropped
 
     @property
     def task(self):
@@ -114,6 +115,7 @@ def check_inputs(cfg: BuildConfig, out: Path, log):
 
     inputs = [Path(t.spec) for t in cfg.data.tasks if Path(t.spec).exists()]
     inputs += [Path(t.eval) for t in cfg.data.tasks if t.eval and Path(t.eval).exists()]
+    inputs += [Path(p) for p in [cfg.data.distill_texts] if p and Path(p).exists()]
     if Path(cfg.source.model).exists():
         inputs.append(Path(cfg.source.model))
     check_output(out, cfg, inputs + [cache_dir()])

@@ -188,3 +188,34 @@ def test_layer_budget_drops_layers_chosen_by_the_composed_embedding(tmp_path, ti
     assert set(m["subnetwork"]["spec"]["ffn"]) <= {str(i) for i in kept}  # width cut named by source layer
     assert m["parameters"]["ratio_total"] >= 1.5
     assert Predictor(tmp_path / "b").embed(["a b c"]).shape == (1, 32)
+
+
+def test_distill_texts_are_trained_on_never_scored_and_eval_texts_are_dropped(tmp_path, tiny_bert):
+    from probscale_edge.pipeline import BuildConfig, TaskSpec, build
+    from probscale_edge.pipeline.embed import load_texts
+
+    lab, _ = _data(tmp_path)
+    cfg = BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(lab))], kind="embed", output=str(tmp_path / "b"),
+                             compression=1.5, epochs=1, precision="fp32", target="x86_64", latency_runs=3,
+                             use_cache=False, distill_texts=str(tmp_path / "extra.csv"))
+    task = load_texts(cfg.data.tasks[0], cfg.data)
+    new = [f"an extra sentence number {i} about weather" for i in range(40)]
+    leaked = [task.eval.texts[0].upper(), "  " + task.train.texts[0] + " "]  # a task's texts, case and spaces aside
+    helpers.write_csv(tmp_path / "extra.csv", [(t,) for t in new + leaked + new[:5]], header=("text",))
+    m = build(cfg, log=lambda *_: None)
+    assert m["stages"]["teacher"]["distill_texts"] == 40
+    rec = m["stages"]["recover"]
+    assert rec["texts"] + rec["dev_texts"] == m["stages"]["teacher"]["train_texts"] + 40
+    assert set(m["metrics"]["per_task"]["bundle"]) == {"lab"}  # scored on the task's eval texts only
+
+
+@pytest.mark.parametrize("flags,msg", [(["--kind", "classify", "--distill-texts", "d.csv"],
+                                        "--distill-texts with --kind classify"),
+                                       (["--kind", "embed", "--distill-texts", "missing.csv"],
+                                        "data file missing.csv does not exist")])
+def test_bad_distill_texts_are_refused_in_one_line(tmp_path, tiny_bert, flags, msg):
+    data = helpers.write_csv(tmp_path / "d.csv", [(f"text {i}", str(i % 2)) for i in range(60)])
+    r = subprocess.run([sys.executable, "-m", "probscale_edge", "build", "--data", str(data), "--model", str(tiny_bert),
+                        "-o", str(tmp_path / "out"), *flags], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-1500:]
+    assert not (tmp_path / "out").exists()
