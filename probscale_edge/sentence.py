@@ -193,15 +193,16 @@ def embedding_importance(model, tokenizer, texts, teacher_emb, max_length: int =
         handles.append(adapter.ffn_linears(layers[li])[1].register_forward_pre_hook(hook(("f", li))))
     heads, ffn = {li: 0.0 for li in ids}, {li: 0.0 for li in ids}
     model.eval()
+    dev = next(model.parameters()).device  # the model's device (the noise is drawn on the CPU: same on any)
     target = torch.as_tensor(np.asarray(teacher_emb, np.float32))
     try:
         for b in range(0, len(texts), batch_size):
-            enc = tokenize(tokenizer, texts[b:b + batch_size], None, max_length)
+            enc = {k: v.to(dev) for k, v in tokenize(tokenizer, texts[b:b + batch_size], None, max_length).items()}
             for _ in range(draws):
                 model.zero_grad(set_to_none=True)
                 e = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
                 t = target[b:b + batch_size]
-                y = t + torch.randn(t.shape, generator=gen) / np.sqrt(t.shape[1])
+                y = (t + torch.randn(t.shape, generator=gen) / np.sqrt(t.shape[1])).to(dev)
                 (0.5 * ((e - y) ** 2).sum()).backward()
                 for li in ids:
                     heads[li] = heads[li] + fisher(captured[("h", li)], enc["attention_mask"], hd)

@@ -34,6 +34,7 @@ DEFAULT_COMPRESSION = 5.0
 DEFAULT_RANK_FRACTION = 0.25  # embedding rank = this x hidden size
 DEFAULT_MAX_EVAL = 2000  # eval texts per task (stratified): retrieval is quadratic in them
 IMPORTANCE_TEXTS = 1024  # texts whose Fisher scores the heads and neurons
+MAX_LAYER_SUBSETS = 64  # --layer-budget: every subset of layers scored up to this many, else forward selection
 STRUCTURE_WEIGHT = 1.0  # weight of the in-batch similarity-structure loss (no config field yet)
 ROUTE_VERSION = "embed-v2"  # v2: the factorization weighted by token counts
 
@@ -309,14 +310,16 @@ def width_spec(run: Run, t: EmbedTeacher, ps: dict):
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.choice(len(t.train_texts), min(IMPORTANCE_TEXTS, len(t.train_texts)), replace=False))
     texts, targets = [t.train_texts[i] for i in pick], t.train_emb[pick]
-    layers = keep_layers(run, t, texts[:256], targets[:256], len(costs))
-    model = t.model if len(layers) == len(costs) else apply_spec(t.model, SubnetworkSpec(layers))
-    keep, start = None, sum(layer_costs(model))
-    for r in range(1, ps["iterations"] + 1):
-        step = int(round(start - (start - target) * r / ps["iterations"]))
-        scores = embedding_importance(model, t.tokenizer, texts, targets, run.max_length, keep=keep, seed=cfg.seed)
-        keep = allocate(model, list(range(len(layers))), scores, step)
-        run.log(f"  width cut step {r}/{ps['iterations']}: layers hold {keep['params']:,} of {start:,} parameters")
+    with on_device(t.model):  # the search and the Fisher scores on this process's GPU where there is one
+        layers = keep_layers(run, t, texts[:256], targets[:256], len(costs))
+        model = t.model if len(layers) == len(costs) else apply_spec(t.model, SubnetworkSpec(layers))
+        keep, start = None, sum(layer_costs(model))
+        for r in range(1, ps["iterations"] + 1):
+            step = int(round(start - (start - target) * r / ps["iterations"]))
+            scores = embedding_importance(model, t.tokenizer, texts, targets, run.max_length, keep=keep, seed=cfg.seed)
+            keep = allocate(model, list(range(len(layers))), scores, step)
+            run.log(f"  width cut step {r}/{ps['iterations']}: layers hold {keep['params']:,} of {start:,} parameters")
+        model.to("cpu")
     # the allocation indexes the kept layers in order; the spec names them by their source index
     src = {str(i): str(layer) for i, layer in enumerate(layers)}
     return SubnetworkSpec(layers, {src[k]: v for k, v in keep["heads"].items()},
@@ -326,8 +329,11 @@ def width_spec(run: Run, t: EmbedTeacher, ps: dict):
 def keep_layers(run: Run, t: EmbedTeacher, texts, targets, n: int) -> list:
     """Every layer (the width cut), or with ``--layer-budget F`` the round(F x n) layers whose composed
     network (the teacher with the others dropped, no training) gives embeddings closest to the teacher's
-    (mean cosine on ``texts``), as the classification route checks composed subnetworks with probes."""
+    (mean cosine on ``texts``), as the classification route checks composed subnetworks with probes. Every
+    subset of k is scored where there are at most ``MAX_LAYER_SUBSETS`` (MiniLM: 20 for 3 of 6); past that
+    (mpnet, 3 of 12: 220) the layers are added one at a time, each the one whose addition scores best."""
     import itertools
+    import math
 
     from probscale_edge.prune import apply_spec
     from probscale_edge.sentence import embed_texts, fidelity
@@ -338,14 +344,26 @@ def keep_layers(run: Run, t: EmbedTeacher, texts, targets, n: int) -> list:
     if k == n:
         return list(range(n))
     scored = []
-    for subset in itertools.combinations(range(n), k):
+
+    def score(subset) -> float:
         e = embed_texts(apply_spec(t.model, SubnetworkSpec(list(subset))), t.tokenizer, texts, run.max_length)
-        cos = float(fidelity(e, targets, max_pairs=10)["mean_cosine"])
-        scored.append((cos, list(subset)))
-    best = max(scored)
-    run.stages["layers"] = {"kept": best[1], "composed_mean_cosine": best[0], "candidates": len(scored)}
-    run.log(f"  layers kept: {best[1]} (of {len(scored)} subsets of {k}: composed mean cosine {best[0]:.4f}, "
-            f"no training)")
+        scored.append((float(fidelity(e, targets, max_pairs=10)["mean_cosine"]), list(subset)))
+        return scored[-1][0]
+
+    exhaustive = math.comb(n, k) <= MAX_LAYER_SUBSETS
+    if exhaustive:
+        for subset in itertools.combinations(range(n), k):
+            score(subset)
+        best = max(scored)
+    else:
+        chosen = []
+        while len(chosen) < k:
+            chosen = max((sorted(chosen + [i]) for i in range(n) if i not in chosen), key=score)
+        best = (next(c for c, s in reversed(scored) if s == chosen), chosen)
+    how = f"of {len(scored)} subsets of {k}" if exhaustive else f"added one at a time: {len(scored)} subsets scored"
+    run.stages["layers"] = {"kept": best[1], "composed_mean_cosine": best[0], "candidates": len(scored),
+                            "search": "exhaustive" if exhaustive else "forward"}
+    run.log(f"  layers kept: {best[1]} ({how}: composed mean cosine {best[0]:.4f}, no training)")
     return best[1]
 
 
@@ -441,7 +459,7 @@ def load_embedder(folder):
     state = load_file(str(folder / "model.safetensors"))
     prefix = getattr(encoder, "base_model_prefix", "")
     own = encoder.state_dict()
-    fixed = {(k if k in own or not k.startswith(prefix + ".") else k[len(prefix) + 1:]): v for k, v in state.items()}
+    fixed = {_own_name(k, own, prefix): v for k, v in state.items()}
     missing, unexpected = encoder.load_state_dict(fixed, strict=False)
     missing = [m for m in missing if not m.endswith("position_ids")]
     if missing or unexpected:
@@ -449,6 +467,17 @@ def load_embedder(folder):
                              f"{unexpected[:3]})", "rebuild the model folder")
     model = SentenceEncoder(encoder, SentenceConfig(**meta["sentence"])).eval()
     return model, AutoTokenizer.from_pretrained(str(folder)), meta
+
+
+def _own_name(key: str, own: dict, prefix: str) -> str:
+    """A saved weight's name in the model's state dict: without the base-model prefix, and LayerNorm's
+    ``gamma``/``beta`` (the legacy names some transformers versions write back on save) as ``weight``/``bias``."""
+    if key not in own and key.startswith(prefix + "."):
+        key = key[len(prefix) + 1:]
+    for old, new in ((".gamma", ".weight"), (".beta", ".bias")):
+        if key not in own and key.endswith(old) and key[:-len(old)] + new in own:
+            key = key[:-len(old)] + new
+    return key
 
 
 # ----------------------------------------------------------------------------------------- distillation
@@ -601,7 +630,8 @@ def student_embed(run: Run, t: EmbedTeacher, work: Path) -> EmbedStudent:
     cfg = run.cfg
     ps = prune_settings(cfg, t.model)
     key = content_key(ROUTE_VERSION, "student", t.key, cfg.select.to_dict(), cfg.prune.to_dict(), cfg.recover.to_dict(),
-                      cfg.finetune.to_dict(), ps, run.max_length, cfg.seed, STRUCTURE_WEIGHT, IMPORTANCE_TEXTS)
+                      cfg.finetune.to_dict(), ps, run.max_length, cfg.seed, STRUCTURE_WEIGHT, IMPORTANCE_TEXTS,
+                      MAX_LAYER_SUBSETS)
     store = run.store("stages")
     found = store.get_dir(key) if cfg.resume else None
     if found is not None:

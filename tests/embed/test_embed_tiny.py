@@ -174,16 +174,22 @@ def test_options_the_route_does_not_take_are_refused_first(tmp_path, tiny_bert, 
     assert not (tmp_path / "out").exists()
 
 
-def test_layer_budget_drops_layers_chosen_by_the_composed_embedding(tmp_path, tiny_bert):
+@pytest.mark.parametrize("max_subsets,scored,search", [(64, 6, "exhaustive"), (3, 4 + 3, "forward")])
+def test_layer_budget_drops_layers_chosen_by_the_composed_embedding(tmp_path, tiny_bert, monkeypatch, max_subsets,
+                                                                    scored, search):
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
+    from probscale_edge.pipeline import embed
     from probscale_edge.runtime import Predictor
+
+    monkeypatch.setattr(embed, "MAX_LAYER_SUBSETS", max_subsets)  # past it: 4 candidates, then 3 (2 of 4 layers)
 
     lab, _ = _data(tmp_path)
     m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(lab))], kind="embed",
                                  output=str(tmp_path / "b"), compression=1.5, layer_budget=0.5, epochs=1,
                                  target="x86_64", latency_runs=3, use_cache=False), log=lambda *_: None)
     kept = m["subnetwork"]["spec"]["keep_layers"]
-    assert len(kept) == 2 and kept == m["stages"]["layers"]["kept"] and m["stages"]["layers"]["candidates"] == 6
+    assert len(kept) == 2 and kept == m["stages"]["layers"]["kept"]
+    assert m["stages"]["layers"]["candidates"] == scored and m["stages"]["layers"]["search"] == search
     assert len(m["subnetwork"]["layer_shapes"]) == 2
     assert set(m["subnetwork"]["spec"]["ffn"]) <= {str(i) for i in kept}  # width cut named by source layer
     assert m["parameters"]["ratio_total"] >= 1.5
