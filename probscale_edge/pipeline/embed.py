@@ -49,7 +49,7 @@ class EmbedTeacher:
     eval_emb: dict  # task name -> [n, d]
     metrics: dict  # task name -> retrieval metrics of the teacher
     key: str
-    distill_texts: list = None  # --distill-texts (distillation inputs only: never scored, never trimmed on)
+    distill_texts: list | None = None  # --distill-texts (distillation inputs only: never scored, never trimmed on)
     distill_emb: np.ndarray | None = None
 
 
@@ -216,7 +216,8 @@ def teacher_embed(run: Run) -> EmbedTeacher:
     run.lengths = {**length_limits(encoder, tok, cfg.source.max_length), "stored_dtype": stored_dtype(run.src)}
     train = list(dict.fromkeys(t for task in run.tasks for t in task.train.texts))
     key = content_key(ROUTE_VERSION, "teacher", model_fingerprint(run.src), sc.to_dict(), run.max_length,
-                      [t.fingerprint() for t in run.tasks], texts_fingerprint(run.distill_texts))
+                      [t.fingerprint() for t in run.tasks],
+                      *([texts_fingerprint(run.distill_texts)] if run.distill_texts else []))  # old keys hold
     store = run.store("teachers")
     found = store.get_dir(key) if cfg.use_cache else None
     if found is not None:
