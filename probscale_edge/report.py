@@ -28,6 +28,10 @@ def summary_rows(m: dict) -> list[dict]:
     ]
 
 
+def _or_dash(x, fmt=".4f"):
+    return "-" if x is None else format(x, fmt)
+
+
 def _table(title, headers, rows):
     try:
         from rich.console import Console
@@ -94,7 +98,7 @@ def print_ladder(m: dict) -> None:
         rows.append([("* " if i == lad.get("chosen") else "  ") + str(r["rung"]), f"{r['target_ratio']:g}x",
                      f"{r['ratio_total']:.2f}x", f"{r['non_embedding_params']:,}", _fmt_bytes(r["bytes"]),
                      f"{r['p50_ms']:.2f}", f"{r['dev_accuracy']:.4f}", f"{r['retention']:.1%}",
-                     f"{r['eval_accuracy']:.4f}", r["action"], f"{r['width_only_dev_accuracy']:.4f}",
+                     f"{r['eval_accuracy']:.4f}", r["action"], _or_dash(r["width_only_dev_accuracy"]),
                      "yes" if all(v is not False for v in meets.values()) else "no"])
     c = lad["constraints"]
     limits = [f"retention >= {c['min_retention']:.1%}"] + ([f"size <= {c['max_size_mb']:g} MB"] if c.get("max_size_mb")

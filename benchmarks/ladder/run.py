@@ -32,7 +32,7 @@ def summarize(m: dict, seconds: float) -> dict:
     v = m["validation"]
     keys = ("rung", "target_ratio", "ratio_total", "total_params", "non_embedding_params", "bytes", "p50_ms",
             "dev_accuracy", "eval_accuracy", "retention", "action", "width_only_dev_accuracy", "candidates", "meets",
-            "embedding", "epochs", "seconds")
+            "embedding", "epochs", "seconds", "layers", "layer_shapes", "depth_cap", "predicted_ms")
     return {"task": m["task"]["name"], "floor": lad["constraints"]["min_retention"],
             "seed": m.get("build_config", {}).get("seed", 0), "ladder": lad["ladder"], "seconds": round(seconds, 1),
             "full": lad["full"], "uncut_int8": lad["uncut_int8"], "stopped": lad["stopped"], "chosen": lad["chosen"],
@@ -44,7 +44,9 @@ def summarize(m: dict, seconds: float) -> dict:
                         "full_eval_accuracy": v["accuracy"]["full_finetuned_torch_fp32"],
                         "eval_retention": v["retention"], "dev_retention": c["retention"], "action": c["action"],
                         # both candidates after the same short distillation (the ladder's like-for-like test)
-                        "probe_choice_gain_dev": c["candidates"][c["action"]] - c["candidates"]["width"]},
+                        # None: the depth cap of a latency budget left width alone out
+                        "probe_choice_gain_dev": (c["candidates"][c["action"]] - c["candidates"]["width"]
+                                                  if "width" in c["candidates"] else None)},
             "recipe": m["recipe"]["values"]}
 
 
@@ -69,6 +71,10 @@ def collected(folder: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (-r["floor"], r["task"]))
 
 
+def _or_dash(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def table(rows: list[dict]) -> str:
     out = ["| task | floor | rung | target | ratio | non-emb params | int8 MB | p50 ms | dev | eval | retention (dev) "
            "| action | width-only dev | shipped |", "|---" * 14 + "|"]
@@ -77,7 +83,7 @@ def table(rows: list[dict]) -> str:
             out.append(f"| {r['task']} | {r['floor']:g} | {g['rung']} | {g['target_ratio']:g}x | {g['ratio_total']:.2f}x "
                        f"| {g['non_embedding_params']:,} | {g['bytes'] / 1e6:.2f} | {g['p50_ms']:.2f} "
                        f"| {g['dev_accuracy']:.4f} | {g['eval_accuracy']:.4f} | {g['retention']:.1%} | {g['action']} "
-                       f"| {g['width_only_dev_accuracy']:.4f} | {'**yes**' if g is r['rungs'][r['chosen']] else ''} |")
+                       f"| {_or_dash(g['width_only_dev_accuracy'])} | {'**yes**' if g is r['rungs'][r['chosen']] else ''} |")
     return "\n".join(out)
 
 

@@ -13,6 +13,7 @@ to int8 ONNX and measured (bytes, p50 at batch 1 and 1 thread). The walk stops a
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -142,12 +143,12 @@ def _width_cut(run: Run, model, tok, target: int, layer_ids=None) -> SubnetworkS
     return SubnetworkSpec(keep, al["heads"], al["ffn"])
 
 
-def _weakest_layer(report: ProbeReport, lineage: Lineage) -> int:
-    """The student layer whose original layer adds the least task information (its probe gain)."""
+def _weakest_layers(report: ProbeReport, lineage: Lineage, k: int) -> list[int]:
+    """The ``k`` student layers whose original layers add the least task information (their probe gains)."""
     from probscale_edge.select import gains
 
     g = gains(report.weighted)
-    return min(range(len(lineage.layers)), key=lambda i: (g[lineage.layers[i]], -lineage.layers[i]))
+    return sorted(range(len(lineage.layers)), key=lambda i: (g[lineage.layers[i]], -lineage.layers[i]))[:k]
 
 
 def _layer_target(model, target_total: float) -> int:
@@ -156,22 +157,48 @@ def _layer_target(model, target_total: float) -> int:
     return int(target_total - (model.param_counts()["total"] - layers))
 
 
-def _candidates(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, target_total: float) -> list:
-    """[(action, model, lineage)]: width only, and (two or more layers kept) the probes' layer drop."""
+def _candidates(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, target_total: float,
+                cap: int | None = None) -> list:
+    """[(action, model, lineage)]: width only and (two or more layers kept) the probes' layer drop; under a depth
+    cap (:func:`depth_cap`), the drops that reach the cap and one layer past it instead."""
     from probscale_edge.prune import apply_spec
 
     out = []
     target = _layer_target(cur.model, target_total)
     if target <= 0:
         return out
-    spec = _width_cut(run, cur.model, tok, target)
-    out.append(("width", apply_spec(cur.model, spec), cur.lineage.cut(spec)))
-    if len(cur.lineage.layers) >= 2:
-        weak = _weakest_layer(report, cur.lineage)
-        rest = [i for i in range(len(cur.lineage.layers)) if i != weak]
-        spec = _width_cut(run, cur.model, tok, target, rest)
-        out.append((f"drop layer {cur.lineage.layers[weak]}", apply_spec(cur.model, spec), cur.lineage.cut(spec)))
+    n = len(cur.lineage.layers)
+    for k in ((0, 1) if cap is None else (n - cap, n - cap + 1)):
+        if k >= n:
+            continue  # one layer stays
+        weak = _weakest_layers(report, cur.lineage, k)
+        spec = _width_cut(run, cur.model, tok, target, [i for i in range(n) if i not in weak] if k else None)
+        names = ", ".join(str(cur.lineage.layers[i]) for i in sorted(weak))
+        action = "width" if not k else f"drop layer{'s' if k > 1 else ''} {names}"
+        out.append((action, apply_spec(cur.model, spec), cur.lineage.cut(spec)))
     return out
+
+
+def depth_cap(run: Run, cur: Rung, table, full_total: int, ratios_left) -> int | None:
+    """With a latency budget: the most layers the student keeps at this rung (None: no cap). The budget sets the
+    deepest student that can meet it at the ladder's last rung (``table``'s prediction for that rung's layer
+    parameters, spent in the student's current mix of heads and neurons); the walk drops layers evenly over the
+    rungs left to get there, so that width alone does not leave the last rung too deep to be fast (ZipLM's joint
+    depth and width choice, under the target's latency table)."""
+    budget = run.cfg.select.max_latency_ms
+    if table is None or budget is None:
+        return None
+    n, last = len(cur.lineage.layers), full_total / ratios_left[-1]
+    params = _layer_target(cur.model, last)
+    if _factorizes(run, cur.model, last):
+        params += _factorized_saving(cur.model, run.cfg.prune.embedding_rank)
+    unit_ms = sum(table.head_ms * s["heads"] + table.neuron_ms * s["ffn"] for s in cur.model.layer_shapes())
+    unit_ms /= max(1, _layer_params(cur.model))
+    deepest = next((d for d in range(n, 0, -1)
+                    if table.base_ms + d * table.layer_ms + max(0, params) * unit_ms <= budget), 1)
+    if deepest >= n:
+        return None
+    return n - math.ceil((n - deepest) / len(ratios_left))
 
 
 def _factorizes(run: Run, model, target_total: float) -> bool:
@@ -196,12 +223,15 @@ def _factorize_if_needed(run: Run, cur: Rung, tok, target_total: float) -> tuple
                                           "energy as the task uses its tokens)")
 
 
-def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, ratio: float) -> Rung | None:
-    """One rung: the candidates' short distillation, the better one distilled on; None: no room left."""
-    target_total = t.model.param_counts()["total"] / ratio
+def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, ratios_left, table=None) -> Rung | None:
+    """One rung (the first of ``ratios_left``): the candidates' short distillation, the better one distilled on;
+    None: no room left."""
+    ratio, full_total = ratios_left[0], t.model.param_counts()["total"]
+    target_total = full_total / ratio
     t0 = time.time()
     cur, embedding = _factorize_if_needed(run, cur, tok, target_total)
-    cands = _candidates(run, t, report, cur, tok, target_total)
+    cap = depth_cap(run, cur, table, full_total, ratios_left)
+    cands = _candidates(run, t, report, cur, tok, target_total, cap)
     if not cands:
         return None
     parts = {"cut": time.time() - t0, "distill": 0.0}
@@ -211,9 +241,9 @@ def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, rati
         rep = _train(run, t, model, tok, data, epochs * PROBE_SHARE if len(cands) > 1 else epochs, lineage)
         parts["distill"] += rep["train_seconds"]
         scored.append((_dev_accuracy(run, model, tok), action, model, lineage))
-    # ties go to the layer drop: fewer sequential steps are what batch-1 latency on a phone pays for
-    best = max(scored, key=lambda s: (s[0], s[1] != "width"))
-    width_acc = next(s[0] for s in scored if s[1] == "width")
+    # ties go to the shallower: fewer sequential steps are what batch-1 latency on a phone pays for
+    best = max(scored, key=lambda s: (s[0], -len(s[3].layers)))
+    width_acc = next((s[0] for s in scored if s[1] == "width"), None)  # None: the depth cap ruled width out
     _, action, model, lineage = best
     if len(cands) > 1:
         parts["distill"] += _train(run, t, model, tok, data, epochs * (1 - PROBE_SHARE), lineage)["train_seconds"]
@@ -221,7 +251,7 @@ def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, rati
     rec = {"target_ratio": ratio, "ratio_total": t.model.param_counts()["total"] / counts["total"],
            "total_params": counts["total"], "non_embedding_params": counts["non_embedding"],
            "dev_accuracy": _dev_accuracy(run, model, tok), "action": action,
-           "width_only_dev_accuracy": width_acc, "candidates": {s[1]: s[0] for s in scored},
+           "width_only_dev_accuracy": width_acc, "candidates": {s[1]: s[0] for s in scored}, "depth_cap": cap,
            "layers": len(lineage.layers), "layer_params": _layer_params(model), "layer_shapes": model.layer_shapes(),
            "embedding": embedding,
            "epochs": epochs, "seconds_in": {k: round(v, 1) for k, v in parts.items()}}
@@ -264,7 +294,7 @@ def _meets(run: Run, rec: dict, table) -> dict:
     """Each constraint met or not (None: not asked). Latency: the table's prediction when a table of the target
     was given (``predicted_ms``), else the p50 measured here."""
     g, sc = run.cfg.goal, run.cfg.select
-    if table is not None:
+    if table is not None and sc.latency_table:
         rec["predicted_ms"] = table.predict(rec["layer_shapes"])
     ms = rec.get("predicted_ms", rec["p50_ms"])
     return {"retention": rec["retention"] >= g.min_retention,
@@ -273,17 +303,17 @@ def _meets(run: Run, rec: dict, table) -> dict:
 
 
 def latency_table(run: Run, t: Teacher):
-    """A table given with ``--latency-table`` (the target's, measured there), checked against the model and the
-    budget before the walk; None: the rungs are timed here."""
-    if not run.cfg.select.latency_table:
+    """With ``--max-latency-ms``, the table the walk paces its depth by (:func:`depth_cap`): the one given with
+    ``--latency-table`` (the target's, measured there; checked against the model and the budget before the walk),
+    else one measured here (the rungs are then judged by their p50 measured here). None without a budget."""
+    if run.cfg.select.max_latency_ms is None:
         return None
-    from probscale_edge.latency import check_table
+    from probscale_edge.pipeline.stages import latency_table as table_for
     from probscale_edge.select import latency_budget
-    from probscale_edge.specs import LatencyTable
 
-    table = LatencyTable.load(run.cfg.select.latency_table)
-    check_table(table, t.model, run.max_length, run.log)
-    latency_budget(run.cfg.select, table)  # refuses a budget below the table's fastest subnetwork
+    table = table_for(run, t)
+    if run.cfg.select.latency_table:
+        latency_budget(run.cfg.select, table)  # refuses a budget below the table's fastest subnetwork
     return table
 
 
@@ -292,8 +322,14 @@ def _log_rung(run: Run, rec: dict) -> None:
     run.log(f"  rung {rec['rung']}: {rec['target_ratio']:g}x -> {rec['ratio_total']:.2f}x total, "
             f"{rec['non_embedding_params']:,} non-embedding, {rec['bytes'] / 1e6:.2f} MB, p50 {rec['p50_ms']:.2f} ms, "
             f"dev {rec['dev_accuracy']:.4f} ({rec['retention']:.1%}), eval {rec['eval_accuracy']:.4f}, {rec['action']} "
-            f"(width only: {rec['width_only_dev_accuracy']:.4f}){'; ' + rec['embedding'] if rec['embedding'] else ''} "
+            f"({_width_note(rec)}){'; ' + rec['embedding'] if rec['embedding'] else ''} "
             f"[{'meets' if ok else 'misses'}] {rec['seconds']:.0f} s")
+
+
+def _width_note(rec: dict) -> str:
+    if rec["width_only_dev_accuracy"] is None:
+        return f"width ruled out by the depth cap of {rec['depth_cap']} layers"
+    return f"width only: {rec['width_only_dev_accuracy']:.4f}"
 
 
 def _distill_data(run: Run, t: Teacher, work: Path) -> DistillData:
@@ -442,7 +478,7 @@ def _walk_from(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, 
         if cur.model.param_counts()["total"] <= full_total / ratio:
             run.log(f"  rung {i} ({ratio:g}x): already reached by the vocabulary trim, skipped")
             continue
-        nxt = _climb(run, t, report, cur, tok, data, ratio)
+        nxt = _climb(run, t, report, cur, tok, data, g.ladder[i - 1:], table)
         if nxt is None:
             w.stopped = f"rung {i} ({ratio:g}x) leaves no room for any layer next to the embedding"
             break

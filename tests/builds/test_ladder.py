@@ -131,6 +131,28 @@ def test_max_latency_ms_is_met_by_the_measured_p50(tmp_path, tiny_bert, toy_csv)
     assert "--best-effort" in e.value.line() and not (tmp_path / "c").exists()
 
 
+def test_a_latency_table_caps_the_depth_so_the_last_rung_can_meet_the_budget(tmp_path, tiny_bert, toy_csv):
+    from probscale_edge.specs import LatencyTable
+
+    # each layer costs 1 ms, width next to nothing: 2.6 ms leaves room for two of the four layers
+    table = LatencyTable(seq=128, threads=1, precision="int8", target="arm64", base_ms=0.5, layer_ms=1.0,
+                         head_ms=1e-3, neuron_ms=1e-5, full={"layers": 4, "heads": 4, "ffn": 64},
+                         device={"transport": "ssh"})
+    (tmp_path / "t.json").write_text(json.dumps(table.to_dict()))
+    m = _build(toy_csv, tmp_path / "b", model=str(tiny_bert), max_latency_ms=2.6, latency_table=str(tmp_path / "t.json"),
+               min_retention=0.01)
+    rungs = m["ladder"]["rungs"]
+    capped = [r for r in rungs if r["depth_cap"] is not None]
+    assert capped and capped[0]["depth_cap"] < 4  # the first rung walked from four layers is capped
+    for r in capped:  # width alone was not a candidate: the drops to the cap and one past it were
+        assert r["layers"] <= r["depth_cap"] and "width" not in r["candidates"] and r["width_only_dev_accuracy"] is None
+        assert len(r["candidates"]) == (2 if r["depth_cap"] > 1 else 1)
+    assert rungs[-1]["layers"] <= 2 and rungs[-1]["meets"]["latency"]
+    assert rungs[-1]["predicted_ms"] == pytest.approx(table.predict(rungs[-1]["layer_shapes"]))
+    c = rungs[m["ladder"]["chosen"]]
+    assert c["predicted_ms"] <= 2.6 and m["parameters"]["pruned"]["total"] == c["total_params"]
+
+
 def test_a_gate_fallback_over_the_size_limit_is_refused(tmp_path, tiny_bert, toy_csv, ladder_bundle):
     sizes = sorted(r["bytes"] for r in ladder_bundle[1]["ladder"]["rungs"])
     with pytest.raises(ProbscaleError, match="the int8 gate kept a .* MB model"):
