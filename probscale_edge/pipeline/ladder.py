@@ -182,23 +182,24 @@ def _candidates(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, targe
 def depth_cap(run: Run, cur: Rung, table, full_total: int, ratios_left) -> int | None:
     """With a latency budget: the most layers the student keeps at this rung (None: no cap). The budget sets the
     deepest student that can meet it at the ladder's last rung (``table``'s prediction for that rung's layer
-    parameters, spent in the student's current mix of heads and neurons); the walk drops layers evenly over the
-    rungs left to get there, so that width alone does not leave the last rung too deep to be fast (ZipLM's joint
-    depth and width choice, under the target's latency table)."""
+    parameters, spent in the student's current mix of heads and neurons). A layer never grows back, so the walk
+    drops layers while the ones it keeps can still hold the last rung's layer parameters: at this rung's width,
+    ``deepest`` layers must hold them. That is the cap; the drops come as late as it allows, each after the
+    distillation of the rungs above (ZipLM's joint depth and width choice, under the target's latency table)."""
     budget = run.cfg.select.max_latency_ms
     if table is None or budget is None:
         return None
     n, last = len(cur.lineage.layers), full_total / ratios_left[-1]
-    params = _layer_target(cur.model, last)
+    final = _layer_target(cur.model, last)
     if _factorizes(run, cur.model, last):
-        params += _factorized_saving(cur.model, run.cfg.prune.embedding_rank)
+        final += _factorized_saving(cur.model, run.cfg.prune.embedding_rank)
     unit_ms = sum(table.head_ms * s["heads"] + table.neuron_ms * s["ffn"] for s in cur.model.layer_shapes())
     unit_ms /= max(1, _layer_params(cur.model))
     deepest = next((d for d in range(n, 0, -1)
-                    if table.base_ms + d * table.layer_ms + max(0, params) * unit_ms <= budget), 1)
-    if deepest >= n:
-        return None
-    return n - math.ceil((n - deepest) / len(ratios_left))
+                    if table.base_ms + d * table.layer_ms + max(0, final) * unit_ms <= budget), 1)
+    now = _layer_target(cur.model, full_total / ratios_left[0])  # this rung's layer parameters
+    cap = max(deepest, int(deepest * now / max(1, final)))
+    return cap if cap < n else None
 
 
 def _factorizes(run: Run, model, target_total: float) -> bool:
