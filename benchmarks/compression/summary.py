@@ -39,6 +39,8 @@ LADDER_SOURCES = [
     (HERE / "minilm-ladder10-e2.json", "ladder-e2", "H200, the same with 2 distillation epochs per rung"),
     (HERE / "mpnet-ladder10.json", "ladder",
      "H200, the default recipe, ladder 2x-3x-5x-8x-10x entered at 5x by the probes (sms_spam 8x), rung epochs 1"),
+    (HERE / "mpnet-ladder10-latency11.json", "ladder+lat11",
+     "H200, the same walk with --max-latency-ms 11 on this CPU's latency table (depth cap), target x86_64"),
 ]
 
 

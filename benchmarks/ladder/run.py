@@ -88,8 +88,11 @@ def table(rows: list[dict]) -> str:
 
 
 def _versus(rung: dict) -> str:
-    """The two candidates of a rung, both measured: "drop layer 5 0.8130 vs width 0.8145 (-0.15)"."""
+    """The candidates of a rung, all measured: "drop layer 5 0.8130 vs width 0.8145 (-0.15)"; under a latency
+    budget's depth cap width alone is not one: "drop layers 3, 7 0.8205 vs drop layers 3, 6, 7 0.8190"."""
     c = dict(rung["candidates"])
+    if "width" not in c:
+        return " vs ".join(f"{k} {v:.4f}" for k, v in c.items()) + f" (depth cap {rung.get('depth_cap')})"
     width = c.pop("width")
     if not c:
         return f"width only {width:.4f} (one layer left: no drop)"
