@@ -57,6 +57,25 @@ def _row(m: dict, method: str, ratio: float, teacher_accuracy: float, seconds: f
             "seconds": round(seconds, 1), **extra}
 
 
+def infeasible(m1: dict, ratio: float, target: int, why: str) -> dict:
+    """TextPruner's row where it cannot reach the ladder's encoder size (no accuracy: no model exists)."""
+    return {"task": m1["task"]["name"], "ratio": ratio, "method": "textpruner", "seed": m1["build_config"]["seed"],
+            "retention": None, "infeasible": why, "target_encoder_non_embedding": target,
+            "teacher_key": m1["stages"]["finetune"]["key"]}
+
+
+def from_ladder_manifest(m1: dict, ratio: float, seconds: float, target_error: str | None = None) -> list[dict]:
+    """The ladder's row (and TextPruner's infeasible one) from a finished ladder manifest."""
+    lad = m1["ladder"]
+    walked = lad["rungs"][:lad["chosen"] + 1]
+    teacher_acc = m1["validation"]["accuracy"]["full_finetuned_torch_fp32"]
+    rows = [_row(m1, "ladder", ratio, teacher_acc, seconds, rung_epochs=sum(r["epochs"] for r in walked),
+                 actions=[r["action"] for r in walked])]
+    if target_error:
+        rows.append(infeasible(m1, ratio, m1["parameters"]["pruned"]["encoder_non_embedding"], target_error))
+    return rows
+
+
 def _textpruner_spec(teacher_dir: Path, task: str, max_train: int, target: int, seed: int) -> tuple[dict, dict]:
     from textpruner_baseline import prune_with_textpruner
 
@@ -81,17 +100,20 @@ def run_pair(a) -> dict:
     _log(f"==== {a.model} {a.task} seed {a.seed}: the ladder {ladder}")
     m1, s1 = _build(model=a.model, output=str(work / "ladder"), ladder=ladder, min_retention=0.5, time_budget=0,
                     **common)
-    lad, recipe = m1["ladder"], m1["recipe"]["values"]
+    recipe = m1["recipe"]["values"]
     teacher_acc = m1["validation"]["accuracy"]["full_finetuned_torch_fp32"]
-    walked = lad["rungs"][:lad["chosen"] + 1]
-    epochs = sum(r["epochs"] for r in walked)
-    rows = [_row(m1, "ladder", a.ratio, teacher_acc, s1, rung_epochs=epochs,
-                 actions=[r["action"] for r in walked])]
+    rows = from_ladder_manifest(m1, a.ratio, s1)
+    epochs = rows[0]["rung_epochs"]
     teacher_dir = cache_dir() / "teachers" / m1["stages"]["finetune"]["key"]
     target = m1["parameters"]["pruned"]["encoder_non_embedding"]
     _log(f"==== textpruner to {target:,} encoder parameters on the ladder's teacher {teacher_dir.name}")
     t0 = time.time()
-    spec, tp = _textpruner_spec(teacher_dir, a.task, a.max_train or None, target, a.seed)
+    try:
+        spec, tp = _textpruner_spec(teacher_dir, a.task, a.max_train or None, target, a.seed)
+    except ValueError as e:  # the budget is below TextPruner's smallest model (it keeps every layer)
+        _log(f"     textpruner: no model at this budget ({e})")
+        rows.append(infeasible(m1, a.ratio, target, str(e)))
+        return {"model": a.model, "rows": rows, "args": vars(a)}
     m2, s2 = _build(model=str(teacher_dir), output=str(work / "textpruner"), spec=spec,
                     trim_vocab=recipe["trim_vocab"], vocab_min_count=recipe["vocab_min_count"],
                     embedding_rank=recipe["embedding_rank"], recover_mode="distill", student_epochs=epochs,
@@ -126,8 +148,11 @@ def table(rows) -> list[dict]:
     for task in sorted({r["task"] for r in rows}):
         line = {"task": task}
         for method in ("ladder", "textpruner"):
-            rs = sorted((r for r in rows if r["task"] == task and r["method"] == method), key=lambda r: r["seed"])
+            every = [r for r in rows if r["task"] == task and r["method"] == method]
+            rs = sorted((r for r in every if r.get("retention") is not None), key=lambda r: r["seed"])
             ret = [r["retention"] for r in rs]
+            line.setdefault("infeasible", []).extend(f"{method} seed {r['seed']}: {r['infeasible']}"
+                                                     for r in every if r.get("infeasible"))
             line[method] = {"seeds": [r["seed"] for r in rs], "retention": ret,
                             "mean": statistics.mean(ret) if ret else None,
                             "spread": max(ret) - min(ret) if len(ret) > 1 else None,
@@ -145,11 +170,12 @@ def markdown(rep) -> str:
     for t in rep["table"]:
         la, tp = t["ladder"], t["textpruner"]
         spread = max([s for s in (la["spread"], tp["spread"]) if s is not None], default=None)
+        tp_mean = "no model at this budget" if t["infeasible"] and tp["mean"] is None else pct(tp["mean"])
         lines.append(f"| {t['task']} | {' / '.join(pct(x) for x in la['retention'])} | {pct(la['mean'])} "
-                     f"| {' / '.join(pct(x) for x in tp['retention'])} | {pct(tp['mean'])} "
+                     f"| {' / '.join(pct(x) for x in tp['retention'])} | {tp_mean} "
                      f"| {'-' if t['difference_points'] is None else format(t['difference_points'], '+.2f')} "
                      f"| {'-' if spread is None else format(100 * spread, '.2f')} "
-                     f"| {', '.join(map(str, la['total_ratio']))} / {', '.join(map(str, tp['total_ratio']))} |")
+                     f"| {', '.join(map(str, la['total_ratio']))} / {', '.join(map(str, tp['total_ratio'])) or '-'} |")
     means = [(t["ladder"]["mean"], t["textpruner"]["mean"]) for t in rep["table"]]
     if means and all(x is not None and y is not None for x, y in means):
         lines.append(f"| **mean** | | {pct(statistics.mean(x for x, _ in means))} | | "

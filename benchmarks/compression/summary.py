@@ -32,6 +32,9 @@ SOURCES = [
     (HERE / "minilm-reuters10.json", "", "2 CPU cores, 4,000 rows"),
     (HERE / "mpnet-8xne.json", "", "H200, ratio on non-embedding parameters (two recipes: see its README row)"),
     (HERE / "mpnet-hd.json", "", "H200, hidden-state distillation"),
+    (HERE / "minilm-ladder-vs-textpruner.json", "/same-teacher",
+     "H200, ladder_vs_textpruner.py: the default ladder and TextPruner at its encoder size on the ladder's own "
+     "teacher, all training rows, two seeds (rotten_tomatoes: no TextPruner model at that size)"),
 ]
 # ladder/run.py rows: the default build's recipe walked down a ladder ending at the ratio (--min-retention 0.5)
 LADDER_SOURCES = [
