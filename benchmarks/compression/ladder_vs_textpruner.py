@@ -137,7 +137,7 @@ def collect(paths) -> dict:
     rows, model = [], None
     for p in paths:
         d = json.loads(Path(p).read_text())
-        model = model or d["model"]
+        model = model or Path(d["model"]).name  # a device path names the same model
         rows += d["rows"]
     return {"model": model, "rows": rows, "merged_from": [str(p) for p in paths], "table": table(rows)}
 
