@@ -56,7 +56,8 @@ _OPTIONS = [
                  "wrote (manifest 'subnetwork')."),
     click.option("--max-latency-ms", type=float, default=None,
                  help="Latency budget instead of a parameter budget: batch-1 p50 in ms at the model's length, 1 thread, "
-                 "from per-unit latencies measured on the target (see --latency-table)."),
+                 "from per-unit latencies measured on the target (see --latency-table). A ladder build also keeps no more "
+                 "layers than the table says the last rung can afford."),
     click.option("--latency-table", type=click.Path(), default=None,
                  help="With --max-latency-ms: the table `probscale-edge latency-table` wrote on/for the target "
                  "(default: measure one on this machine)."),
