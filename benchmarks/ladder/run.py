@@ -83,7 +83,8 @@ def table(rows: list[dict]) -> str:
             out.append(f"| {r['task']} | {r['floor']:g} | {g['rung']} | {g['target_ratio']:g}x | {g['ratio_total']:.2f}x "
                        f"| {g['non_embedding_params']:,} | {g['bytes'] / 1e6:.2f} | {g['p50_ms']:.2f} "
                        f"| {g['dev_accuracy']:.4f} | {g['eval_accuracy']:.4f} | {g['retention']:.1%} | {g['action']} "
-                       f"| {_or_dash(g['width_only_dev_accuracy'])} | {'**yes**' if g is r['rungs'][r['chosen']] else ''} |")
+                       f"| {_or_dash(g['width_only_dev_accuracy'])} "
+                       f"| {'**yes**' if g is r['rungs'][r['chosen']] else ''} |")
     return "\n".join(out)
 
 

@@ -8,7 +8,8 @@ floor) and the probes' choice, which drops the kept layer that adds the least ta
 gain) and cuts the rest in width. Under a latency budget a rung may keep no more layers than :func:`depth_cap`
 allows; its candidates are then the drop to that cap and one layer past it. The better one on the dev split goes
 on. Each rung is snapshotted, exported to int8 ONNX and measured (bytes, p50 at batch 1 and 1 thread). The walk
-stops at the first rung below ``--min-retention`` (or out of ``--time-budget``); the smallest rung that meets every constraint ships.
+stops at the first rung below ``--min-retention`` (or out of ``--time-budget``); the smallest rung that meets every
+constraint ships.
 """
 
 from __future__ import annotations
