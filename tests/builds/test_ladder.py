@@ -139,8 +139,8 @@ def test_a_latency_table_caps_the_depth_so_the_last_rung_can_meet_the_budget(tmp
                          head_ms=1e-3, neuron_ms=1e-5, full={"layers": 4, "heads": 4, "ffn": 64},
                          device={"transport": "ssh"})
     (tmp_path / "t.json").write_text(json.dumps(table.to_dict()))
-    m = _build(toy_csv, tmp_path / "b", model=str(tiny_bert), max_latency_ms=2.6, latency_table=str(tmp_path / "t.json"),
-               min_retention=0.01)
+    m = _build(toy_csv, tmp_path / "b", model=str(tiny_bert), max_latency_ms=2.6,
+               latency_table=str(tmp_path / "t.json"), min_retention=0.01)
     rungs = m["ladder"]["rungs"]
     capped = [r for r in rungs if r["depth_cap"] is not None]
     assert capped and capped[0]["depth_cap"] < 4  # the first rung walked from four layers is capped
