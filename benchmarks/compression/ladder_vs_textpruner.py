@@ -114,7 +114,7 @@ def run_pair(a) -> dict:
         _log(f"     textpruner: no model at this budget ({e})")
         rows.append(infeasible(m1, a.ratio, target, str(e)))
         return {"model": a.model, "rows": rows, "args": vars(a)}
-    m2, s2 = _build(model=str(teacher_dir), output=str(work / "textpruner"), spec=spec,
+    m2, _ = _build(model=str(teacher_dir), output=str(work / "textpruner"), spec=spec,
                     trim_vocab=recipe["trim_vocab"], vocab_min_count=recipe["vocab_min_count"],
                     embedding_rank=recipe["embedding_rank"], recover_mode="distill", student_epochs=epochs,
                     student_lr=recipe["student_lr"], distill_hidden=recipe["distill_hidden"],
