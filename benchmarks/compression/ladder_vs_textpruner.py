@@ -77,7 +77,7 @@ def from_ladder_manifest(m1: dict, ratio: float, seconds: float, target_error: s
 
 
 def _textpruner_spec(teacher_dir: Path, task: str, max_train: int, target: int, seed: int) -> tuple[dict, dict]:
-    from textpruner_baseline import prune_with_textpruner
+    from textpruner_baseline import prune_with_textpruner, spec_of
 
     from probscale_edge.data import load_task
     from probscale_edge.modeling import load_classifier
@@ -85,10 +85,7 @@ def _textpruner_spec(teacher_dir: Path, task: str, max_train: int, target: int, 
     model, tok, _ = load_classifier(teacher_dir)
     rep = prune_with_textpruner(copy.deepcopy(model), tok, load_task(task, max_train=max_train).train, target,
                                 seed=seed, log=_log)
-    spec = {"keep_layers": list(range(len(rep["head_mask"]))),
-            "heads": {str(i): [h for h, keep in enumerate(row) if keep] for i, row in enumerate(rep["head_mask"])},
-            "ffn": {str(i): list(ids) for i, ids in enumerate(rep["ffn_kept"])}}
-    return spec, {k: rep[k] for k in ("config", "seconds", "textpruner_version") if k in rep}
+    return spec_of(rep), {k: rep[k] for k in ("config", "seconds", "textpruner_version") if k in rep}
 
 
 def run_pair(a) -> dict:
@@ -101,9 +98,8 @@ def run_pair(a) -> dict:
     m1, s1 = _build(model=a.model, output=str(work / "ladder"), ladder=ladder, min_retention=0.5, time_budget=0,
                     **common)
     recipe = m1["recipe"]["values"]
-    teacher_acc = m1["validation"]["accuracy"]["full_finetuned_torch_fp32"]
     rows = from_ladder_manifest(m1, a.ratio, s1)
-    epochs = rows[0]["rung_epochs"]
+    teacher_acc, epochs = rows[0]["teacher_accuracy"], rows[0]["rung_epochs"]
     teacher_dir = cache_dir() / "teachers" / m1["stages"]["finetune"]["key"]
     target = m1["parameters"]["pruned"]["encoder_non_embedding"]
     _log(f"==== textpruner to {target:,} encoder parameters on the ladder's teacher {teacher_dir.name}")

@@ -107,7 +107,7 @@ def run_build(cfg):
 
 def textpruner_spec(a, task_name, ours: dict):
     """TextPruner's choice of heads and FFN neurons on the (cached) teacher, as a SubnetworkSpec dict."""
-    from textpruner_baseline import prune_with_textpruner
+    from textpruner_baseline import prune_with_textpruner, spec_of
 
     from probscale_edge.assets import cache_dir
     from probscale_edge.data import load_task
@@ -118,10 +118,7 @@ def textpruner_spec(a, task_name, ours: dict):
     model = copy.deepcopy(teacher)
     rep = prune_with_textpruner(model, tok, task.train, int(ours["encoder_non_embedding"]),
                                 max_examples=a.textpruner_examples, log=_log)
-    spec = {"keep_layers": list(range(len(rep["head_mask"]))),
-            "heads": {str(i): [h for h, keep in enumerate(row) if keep] for i, row in enumerate(rep["head_mask"])},
-            "ffn": {str(i): list(ids) for i, ids in enumerate(rep["ffn_kept"])}}
-    return spec, {k: rep[k] for k in rep if k in ("config", "seconds", "textpruner_version", "version")}
+    return spec_of(rep), {k: rep[k] for k in rep if k in ("config", "seconds", "textpruner_version", "version")}
 
 
 def build_method(a, task, ratio, method, out, ours):

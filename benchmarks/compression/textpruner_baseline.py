@@ -326,3 +326,11 @@ def prune_with_textpruner(model, tokenizer, train_split, target_encoder_non_embe
         "shims": list(SHIMS),
         "linears_synced": synced,
     }
+
+
+def spec_of(rep: dict) -> dict:
+    """The SubnetworkSpec dict of a :func:`prune_with_textpruner` report: every layer, the heads and FFN
+    neurons TextPruner kept in each."""
+    return {"keep_layers": list(range(len(rep["head_mask"]))),
+            "heads": {str(i): [h for h, keep in enumerate(row) if keep] for i, row in enumerate(rep["head_mask"])},
+            "ffn": {str(i): list(ids) for i, ids in enumerate(rep["ffn_kept"])}}
