@@ -219,17 +219,20 @@ def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_
             got += cost[unit]
             count[unit] += 1
         removed += got
-    # families without head pruning: take the rest from the FFN
+    # what whole heads left over (and all of it in families without head pruning) comes from the FFN; when every
+    # FFN is at its floor, from the heads, so the target is met whenever the floors allow it
     short = to_remove - removed
-    if short > 0:
-        for _, li, j in ranked("ffn"):
+    for kind, unit, floor in (("ffn", "neuron", min_neurons), ("heads", "head", min_heads)):
+        if kind == "heads" and not a.supports_head_pruning:
+            continue
+        for _, li, j in ranked(kind):
             if short <= 1e-12:
                 break
-            if j in keep["ffn"][li] and len(keep["ffn"][li]) > min_neurons:
-                keep["ffn"][li].discard(j)
-                short -= cost["neuron"]
-                removed += cost["neuron"]
-                count["neuron"] += 1
+            if j in keep[kind][li] and len(keep[kind][li]) > floor:
+                keep[kind][li].discard(j)
+                short -= cost[unit]
+                removed += cost[unit]
+                count[unit] += 1
     out = {"heads": {str(li): sorted(v) for li, v in keep["heads"].items() if len(v) < shapes[li]["heads"]},
            "ffn": {str(li): sorted(v) for li, v in keep["ffn"].items() if len(v) < shapes[li]["ffn"]},
            "params": sum(pbase.values()) - count["head"] * pcost["head"] - count["neuron"] * pcost["neuron"],
