@@ -231,10 +231,16 @@ class PruneConfig(Config):
     trim_vocab: bool | None = None  # keep only the embedding rows the task's training text uses (None: recipe)
     vocab_min_count: int = 1  # a token must occur this often to be kept
     embedding_rank: int | None = None  # low-rank (SVD) factorized word embedding (None: recipe; 0: off)
+    embedding_dense_rows: int = 0  # with a rank: the most used tokens also keep their exact rows (0: none)
 
     def __post_init__(self):
         in_range("vocab_min_count", self.vocab_min_count, 1, integer=True, example=1)
         in_range("embedding_rank", self.embedding_rank, 0, 65536, integer=True, optional=True, example=64)
+        in_range("embedding_dense_rows", self.embedding_dense_rows, 0, 10_000_000, integer=True, example=2000)
+        if self.embedding_dense_rows and self.embedding_rank == 0:
+            raise ProbscaleError("--embedding-dense-rows keeps rows beside a factorized embedding, and "
+                                 "--embedding-rank 0 turns factorization off",
+                                 "pass an --embedding-rank, or leave --embedding-dense-rows out")
 
 
 @dataclass(frozen=True)

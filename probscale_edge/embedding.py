@@ -25,25 +25,39 @@ from probscale_edge.errors import ProbscaleError
 
 
 class FactorizedEmbedding(nn.Module):
-    """``embed`` (V x r lookup) followed by ``proj`` (r -> H, no bias); a drop-in nn.Embedding."""
+    """``embed`` (V x r lookup) followed by ``proj`` (r -> H, no bias); a drop-in nn.Embedding.
 
-    def __init__(self, num_embeddings: int, rank: int, embedding_dim: int, padding_idx: int | None = None):
+    ``dense_rows`` K > 0: the K tokens the text uses most also keep the residual of their exact row in ``frequent``
+    ((K + 1) x H; row 0 is zero, the row of every other token), found through ``frequent_index`` (a V-long buffer,
+    not a parameter). The adaptive-input idea (Baevski and Auli 2019): rank goes to the rows that are read."""
+
+    def __init__(self, num_embeddings: int, rank: int, embedding_dim: int, padding_idx: int | None = None,
+                 dense_rows: int = 0):
         super().__init__()
         self.embed = nn.Embedding(num_embeddings, rank, padding_idx=padding_idx)
         self.proj = nn.Linear(rank, embedding_dim, bias=False)
         self.num_embeddings, self.embedding_dim, self.rank = num_embeddings, embedding_dim, rank
-        self.padding_idx = padding_idx
+        self.padding_idx, self.dense_rows = padding_idx, dense_rows
+        if dense_rows:
+            self.frequent = nn.Embedding(dense_rows + 1, embedding_dim, padding_idx=0)
+            self.register_buffer("frequent_index", torch.zeros(num_embeddings, dtype=torch.long))
 
     @property
     def weight(self):  # the lookup table: what "freeze the word embeddings" freezes
         return self.embed.weight
 
     def forward(self, input_ids):
-        return self.proj(self.embed(input_ids))
+        out = self.proj(self.embed(input_ids))
+        if self.dense_rows:
+            out = out + self.frequent(self.frequent_index[input_ids])
+        return out
 
     def dense(self) -> torch.Tensor:
         """The V x H matrix this module represents."""
-        return self.proj(self.embed.weight)
+        out = self.proj(self.embed.weight)
+        if self.dense_rows:
+            out = out + self.frequent.weight[self.frequent_index]
+        return out
 
 
 @dataclass
@@ -55,6 +69,8 @@ class FactorizeReport:
     params_after: int
     relative_error: float  # ||E - AB||_F / ||E||_F
     energy_kept: float  # sum of the kept squared singular values / the total
+    dense_rows: int = 0  # the most used tokens that keep their exact rows
+    dense_share: float | None = None  # of the token occurrences the weights count, the share those rows cover
 
 
 def embedding_rank(model) -> int | None:
@@ -63,7 +79,21 @@ def embedding_rank(model) -> int | None:
     return emb.rank if isinstance(emb, FactorizedEmbedding) else None
 
 
-def install(enc, rank: int) -> FactorizedEmbedding:
+def embedding_form(model) -> dict:
+    """What a saved folder records to rebuild the word embedding before its weights load (empty: a plain one)."""
+    emb = model.adapter.word_embeddings(model.encoder)
+    if not isinstance(emb, FactorizedEmbedding):
+        return {}
+    return {"embedding_rank": emb.rank, **({"embedding_dense_rows": emb.dense_rows} if emb.dense_rows else {})}
+
+
+def install_from(enc, meta: dict) -> None:
+    """Rebuild the word embedding a folder's ``meta`` records (:func:`embedding_form`), if any."""
+    if meta.get("embedding_rank"):
+        install(enc, int(meta["embedding_rank"]), int(meta.get("embedding_dense_rows") or 0))
+
+
+def install(enc, rank: int, dense_rows: int = 0) -> FactorizedEmbedding:
     """Replace the encoder's word embedding by an (uninitialised) factorized one of ``rank``: used when reloading."""
     from probscale_edge.adapters import get_adapter
 
@@ -72,7 +102,7 @@ def install(enc, rank: int) -> FactorizedEmbedding:
         raise ProbscaleError(f"{enc.config.model_type} shares its embedding with other modules; it cannot be factorized",
                              "build without --embedding-rank for this model")
     emb = a.word_embeddings(enc)
-    new = FactorizedEmbedding(emb.weight.shape[0], rank, emb.weight.shape[1], emb.padding_idx)
+    new = FactorizedEmbedding(emb.weight.shape[0], rank, emb.weight.shape[1], emb.padding_idx, dense_rows)
     a.set_module(enc, a.word_embeddings_path, new)
     return new
 
@@ -85,13 +115,14 @@ def token_weights(tokenizer, texts, vocab: int, max_length: int = 128) -> torch.
     return counts
 
 
-def factorize_embeddings(model, rank: int, weights: torch.Tensor | None = None) -> FactorizeReport:
+def factorize_embeddings(model, rank: int, weights: torch.Tensor | None = None, dense_rows: int = 0) -> FactorizeReport:
     """Factorize ``model``'s word embedding in place to ``rank`` with a truncated SVD.
 
     ``weights`` (one per row, e.g. :func:`token_weights`): the shared projection is the rank-``rank`` subspace
     that best keeps the rows as the task's text uses them (the SVD of diag(sqrt(w)) E), and each row is its
     projection onto it: frequent tokens stay close to exact where a plain SVD spends rank on rare ones.
-    ``energy_kept`` and ``relative_error`` are then weighted the same way."""
+    ``energy_kept`` and ``relative_error`` are then weighted the same way. ``dense_rows`` K (needs ``weights``):
+    the K heaviest rows stay exact (their residual is kept) and the subspace is the one that best keeps the rest."""
     a, enc = model.adapter, model.encoder
     emb = a.word_embeddings(enc)
     if isinstance(emb, FactorizedEmbedding):
@@ -100,20 +131,39 @@ def factorize_embeddings(model, rank: int, weights: torch.Tensor | None = None) 
     if not 1 <= rank < H:
         raise ProbscaleError(f"--embedding-rank {rank} must be between 1 and the hidden size {H} (exclusive)",
                              f"pass a rank such as {max(1, H // 6)}; smaller ranks save more and lose more")
+    if dense_rows and not 0 < dense_rows < V:
+        raise ProbscaleError(f"--embedding-dense-rows {dense_rows} must be below the vocabulary's {V:,} rows",
+                             f"pass fewer rows, such as {V // 10:,}, or 0 for none")
     W = emb.weight.detach().double()
     if weights is not None and weights.shape[0] != V:
         raise ProbscaleError(f"{weights.shape[0]} token weights for {V} embedding rows", "weigh every row once")
     root = torch.ones(V, 1, dtype=torch.float64) if weights is None else weights.double().clamp(min=0).sqrt()[:, None]
-    _, S, Vh = torch.linalg.svd(root * W, full_matrices=False)
-    new = install(enc, rank)
+    top = torch.argsort(root[:, 0], descending=True, stable=True)[:dense_rows]
+    fit = torch.ones(V, 1, dtype=torch.float64)
+    fit[top] = 0.0  # the subspace is fitted to the rows that have no exact copy
+    _, S, Vh = torch.linalg.svd(fit * root * W, full_matrices=False)
+    new = install(enc, rank, dense_rows)
     with torch.no_grad():
         new.embed.weight.copy_((W @ Vh[:rank].T).to(emb.weight.dtype))  # each row projected onto the subspace
         new.proj.weight.copy_(Vh[:rank].T.to(emb.weight.dtype))  # Linear(r -> H): weight is H x r
+        if dense_rows:
+            new.frequent_index[top] = torch.arange(1, dense_rows + 1)
+            new.frequent.weight[1:] = (W[top] - new.proj(new.embed.weight[top]).double()).to(emb.weight.dtype)
         err = float(torch.linalg.norm(root * (W - new.dense().double())) / torch.linalg.norm(root * W))
     energy = float((S[:rank] ** 2).sum() / (S ** 2).sum())
-    return FactorizeReport(rank, V, H, V * H, V * rank + rank * H, err, energy)
+    share = float(root[top].square().sum() / root.square().sum()) if dense_rows else None
+    return FactorizeReport(rank, V, H, V * H, embedding_params_after(V, H, rank, dense_rows), err, energy,
+                           dense_rows, share)
 
 
-def embedding_params_after(vocab: int, hidden: int, rank: int | None) -> int:
-    """Word-embedding parameters for ``vocab`` rows, dense (rank None) or factorized."""
-    return vocab * hidden if not rank else vocab * rank + rank * hidden
+def dense_rows_note(rep: FactorizeReport) -> str:
+    """The log's words for the exact rows of a factorization (empty without)."""
+    return (f"; the {rep.dense_rows:,} most used tokens kept exact ({rep.dense_share:.1%} of the token occurrences)"
+            if rep.dense_rows else "")
+
+
+def embedding_params_after(vocab: int, hidden: int, rank: int | None, dense_rows: int = 0) -> int:
+    """Word-embedding parameters for ``vocab`` rows, dense (rank None) or factorized (with ``dense_rows`` exact)."""
+    if not rank:
+        return vocab * hidden
+    return vocab * rank + rank * hidden + ((dense_rows + 1) * hidden if dense_rows else 0)

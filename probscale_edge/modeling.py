@@ -420,11 +420,9 @@ def save_classifier(model: EncoderClassifier, tokenizer, folder: Path, labels: l
                 "layer_shapes": model.layer_shapes(), "model_type": model.encoder.config.model_type}
         if model.pre_head is not None:
             meta["pre_head"] = model.pre_head_act
-        from probscale_edge.embedding import embedding_rank
+        from probscale_edge.embedding import embedding_form
 
-        rank = embedding_rank(model)
-        if rank:  # a low-rank word embedding is rebuilt before the weights load
-            meta["embedding_rank"] = rank
+        meta.update(embedding_form(model))  # a low-rank word embedding is rebuilt before the weights load
         meta.update(extra or {})
         (tmp / "probscale.json").write_text(json.dumps(meta, indent=2))
         if folder.exists():
@@ -471,10 +469,9 @@ def load_classifier(folder) -> tuple[EncoderClassifier, object, dict]:
     adapter = get_adapter(config.model_type)
     adapter.drop_pooler(encoder)
     apply_layer_shapes(encoder, meta["layer_shapes"])
-    if meta.get("embedding_rank"):
-        from probscale_edge.embedding import install
+    from probscale_edge.embedding import install_from
 
-        install(encoder, int(meta["embedding_rank"]))
+    install_from(encoder, meta)
     state = load_file(str(folder / "model.safetensors"))
     prefix = getattr(encoder, "base_model_prefix", "")
     own = encoder.state_dict()

@@ -385,15 +385,17 @@ def cut(run: Run, t: EmbedTeacher, spec, ps: dict):
         run.log(f"  vocabulary trimmed to the training texts' tokens: {vrep.original:,} -> {vrep.kept:,} "
                 f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%})")
     if ps["embedding_rank"]:
-        from probscale_edge.embedding import factorize_embeddings, token_weights
+        from probscale_edge.embedding import dense_rows_note, factorize_embeddings, token_weights
 
         # weighted by how often the training texts use each token, as the classification route does: at rank 96
         # the untrained MiniLM keeps a mean cosine of 0.88 to the teacher this way, 0.64 with a plain SVD
         vocab = model.adapter.word_embeddings(model.encoder).weight.shape[0]
-        frep = factorize_embeddings(model, ps["embedding_rank"], token_weights(tok, t.train_texts, vocab, run.max_length))
+        frep = factorize_embeddings(model, ps["embedding_rank"], token_weights(tok, t.train_texts, vocab, run.max_length),
+                                    run.cfg.prune.embedding_dense_rows)
         run.stages["embedding"] = {**asdict(frep), "weighted_by": "token counts in the training texts"}
         run.log(f"  word embedding factorized to rank {frep.rank}: {frep.params_before:,} -> {frep.params_after:,} "
-                f"parameters ({frep.energy_kept:.1%} of the energy, weighted by the training texts' token counts)")
+                f"parameters ({frep.energy_kept:.1%} of the energy, weighted by the training texts' token counts)"
+                + dense_rows_note(frep))
     return model, tok
 
 
@@ -403,7 +405,7 @@ def save_embedder(model, tok, folder: Path, extra: dict | None = None) -> Path:
     import shutil
     import tempfile
 
-    from probscale_edge.embedding import embedding_rank
+    from probscale_edge.embedding import embedding_form
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -413,7 +415,7 @@ def save_embedder(model, tok, folder: Path, extra: dict | None = None) -> Path:
         tok.save_pretrained(str(tmp))
         meta = {"format": 1, "kind": "embed", "sentence": model.sentence_config.to_dict(),
                 "layer_shapes": model.layer_shapes(), "model_type": model.encoder.config.model_type,
-                "embedding_rank": embedding_rank(model), **(extra or {})}
+                "embedding_rank": None, **embedding_form(model), **(extra or {})}
         (tmp / "probscale.json").write_text(json.dumps(meta, indent=2, default=str))
         if folder.exists():
             shutil.rmtree(folder)
@@ -443,10 +445,9 @@ def load_embedder(folder):
     adapter = get_adapter(config.model_type)
     adapter.drop_pooler(encoder)
     apply_layer_shapes(encoder, meta["layer_shapes"])
-    if meta.get("embedding_rank"):
-        from probscale_edge.embedding import install
+    from probscale_edge.embedding import install_from
 
-        install(encoder, int(meta["embedding_rank"]))
+    install_from(encoder, meta)
     state = load_file(str(folder / "model.safetensors"))
     prefix = getattr(encoder, "base_model_prefix", "")
     own = encoder.state_dict()

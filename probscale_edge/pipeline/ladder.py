@@ -194,7 +194,7 @@ def depth_cap(run: Run, cur: Rung, table, full_total: int, ratios_left) -> int |
     n, last = len(cur.lineage.layers), full_total / ratios_left[-1]
     final = _layer_target(cur.model, last)
     if _factorizes(run, cur.model, last):
-        final += _factorized_saving(cur.model, run.cfg.prune.embedding_rank)
+        final += _factorized_saving(cur.model, run.cfg.prune)
     unit_ms = sum(table.head_ms * s["heads"] + table.neuron_ms * s["ffn"] for s in cur.model.layer_shapes())
     unit_ms /= max(1, _layer_params(cur.model))
     deepest = next((d for d in range(n, 0, -1)
@@ -383,12 +383,12 @@ def start_rung(run: Run, report: ProbeReport, model, full_total: int) -> tuple[i
     return start, why
 
 
-def _factorized_saving(model, rank: int) -> int:
-    """Parameters the dense word embedding of ``model`` gives up when factorized to ``rank``."""
+def _factorized_saving(model, pc) -> int:
+    """Parameters the dense word embedding of ``model`` gives up when factorized as ``pc`` (a PruneConfig) says."""
     from probscale_edge.embedding import embedding_params_after
 
     vocab, hidden = model.adapter.word_embeddings(model.encoder).weight.shape
-    return max(0, vocab * hidden - embedding_params_after(vocab, hidden, rank))
+    return max(0, vocab * hidden - embedding_params_after(vocab, hidden, pc.embedding_rank, pc.embedding_dense_rows))
 
 
 def walk(run: Run, t: Teacher, report: ProbeReport, work: Path, table=None) -> tuple[Walk, Rung | None, object]:
@@ -441,7 +441,7 @@ def predict_seconds(run: Run, w: Walk, cur: Rung, base_layers: int, ratio: float
     end = max(0, _layer_target(cur.model, target_total))
     factorizes = _factorizes(run, cur.model, target_total)
     if factorizes:
-        end += _factorized_saving(cur.model, run.cfg.prune.embedding_rank)
+        end += _factorized_saving(cur.model, run.cfg.prune)
     end = min(end, _layer_params(cur.model))
     before = w.rungs[-2]["layer_params"] if len(w.rungs) > 1 else base_layers
     parts = last.get("seconds_in", {})

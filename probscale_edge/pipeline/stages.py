@@ -162,7 +162,8 @@ def budget_for_compression(cfg, model, tokenizer, task, max_length: int) -> floa
 
         V = len(kept_tokens(tokenizer, task.train.texts + (task.train.pairs or []), None, pc.vocab_min_count,
                             max_length)[1])
-    embedding = counts["embedding"] - emb.weight.numel() + embedding_params_after(V, H, pc.embedding_rank)
+    embedding = counts["embedding"] - emb.weight.numel() + embedding_params_after(V, H, pc.embedding_rank,
+                                                                                    pc.embedding_dense_rows)
     left = counts["total"] / sc.compression - embedding - rest
     if left < min(costs) * 0.05:
         hint = "add --trim-vocab and/or a smaller --embedding-rank" if not (pc.trim_vocab and pc.embedding_rank) \

@@ -86,7 +86,8 @@ def factorize(run: Run, model, tok, rank: int):
     from probscale_edge.embedding import factorize_embeddings, token_weights
 
     vocab = model.adapter.word_embeddings(model.encoder).weight.shape[0]
-    frep = factorize_embeddings(model, rank, token_weights(tok, task_texts(run), vocab, run.max_length))
+    frep = factorize_embeddings(model, rank, token_weights(tok, task_texts(run), vocab, run.max_length),
+                                run.cfg.prune.embedding_dense_rows)
     run.stages["embedding"] = {**asdict(frep), "weighted_by": "token counts in the task's training text"}
     return frep
 
@@ -104,10 +105,12 @@ def embedding_side(run: Run, t: Teacher, model, factorize_now: bool = True):
         run.log(f"  vocabulary trimmed to the task's tokens: {vrep.original:,} -> {vrep.kept:,} "
                 f"([UNK] rate {vrep.unk_rate_before:.2%} -> {vrep.unk_rate_after:.2%} on the training text)")
     if cfg.prune.embedding_rank and factorize_now:
+        from probscale_edge.embedding import dense_rows_note
+
         frep = factorize(run, model, tok, cfg.prune.embedding_rank)
         run.log(f"  word embedding factorized to rank {frep.rank}: {frep.params_before:,} -> {frep.params_after:,} "
                 f"parameters (relative error {frep.relative_error:.3f}, {frep.energy_kept:.1%} of the energy, "
-                "weighted by token use)")
+                "weighted by token use)" + dense_rows_note(frep))
     return model, tok
 
 

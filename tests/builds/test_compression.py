@@ -50,6 +50,66 @@ def test_factorized_embedding_is_the_best_low_rank_and_reloads_and_exports(tmp_p
     assert np.abs(sess.run(None, feed)[0] - a).max() <= 1e-4
 
 
+def test_dense_rows_keep_the_most_used_tokens_exact_and_reload_and_export(tmp_path, minilm_dir):
+    """--embedding-dense-rows K: the K heaviest rows are exact, every other row is its projection onto the subspace
+    fitted to those rows; (K + 1) x hidden parameters more; the form reloads and exports (ONNX fp32, int8)."""
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.embedding import FactorizedEmbedding, embedding_params_after, factorize_embeddings
+    from probscale_edge.modeling import load_classifier, predict_logits, save_classifier
+
+    model, tok = _classifier(make_tiny("bert", tmp_path / "b", minilm_dir))
+    W = model.adapter.word_embeddings(model.encoder).weight.detach().double().clone()
+    V, H = W.shape
+    weights = torch.rand(V, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 1
+    top = torch.argsort(weights, descending=True)[:50]
+    rep = factorize_embeddings(model, 8, weights, dense_rows=50)
+    emb = model.adapter.word_embeddings(model.encoder)
+    assert isinstance(emb, FactorizedEmbedding) and emb.dense_rows == 50
+    dense = emb.dense().detach().double()
+    assert (dense[top] - W[top]).abs().max() <= 1e-5  # the heaviest rows are exact
+    rest = torch.ones(V, dtype=torch.bool)
+    rest[top] = False
+    root = weights.sqrt()[:, None]
+    Vh = torch.linalg.svd((root * W)[rest], full_matrices=False).Vh[:8]
+    assert (dense[rest] - W[rest] @ Vh.T @ Vh).abs().max() <= 1e-4  # the rest: the subspace fitted to them
+    assert rep.params_after == embedding_params_after(V, H, 8, 50) == V * 8 + 8 * H + 51 * H
+    assert sum(p.numel() for p in emb.parameters()) == rep.params_after  # the index is a buffer, not a parameter
+    assert rep.dense_share == pytest.approx(float(weights[top].sum() / weights.sum()))
+    texts = ["a fine film", "the plot was dull and far too long", "ok"]
+    a = predict_logits(model, tok, texts)
+    save_classifier(model, tok, tmp_path / "saved", ["n", "p"])
+    re, rtok, meta = load_classifier(tmp_path / "saved")
+    assert meta["embedding_rank"] == 8 and meta["embedding_dense_rows"] == 50
+    assert np.abs(predict_logits(re, rtok, texts) - a).max() <= 1e-6
+    export_onnx(re, rtok, tmp_path / "m.onnx", ExportConfig())
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    enc = rtok(texts, padding=True, return_tensors="np")
+    feed = {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()}
+    assert np.abs(sess.run(None, feed)[0] - a).max() <= 1e-4
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8)
+    q = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(q.run(None, feed)[0] - a).max() <= 0.1
+
+
+def test_dense_rows_need_a_rank_and_fewer_rows_than_the_vocabulary(tmp_path, minilm_dir):
+    from probscale_edge.config import PruneConfig
+    from probscale_edge.embedding import factorize_embeddings
+    from probscale_edge.errors import ProbscaleError
+
+    with pytest.raises(ProbscaleError, match="embedding-rank 0"):
+        PruneConfig(embedding_rank=0, embedding_dense_rows=100)
+    with pytest.raises(ProbscaleError, match="embedding_dense_rows|embedding-dense-rows"):
+        PruneConfig(embedding_dense_rows=-1)
+    model, _ = _classifier(make_tiny("bert", tmp_path / "b", minilm_dir))
+    V = model.adapter.word_embeddings(model.encoder).weight.shape[0]
+    with pytest.raises(ProbscaleError, match="below the vocabulary"):
+        factorize_embeddings(model, 8, torch.ones(V), dense_rows=V)
+
+
 def test_factorize_refuses_bad_ranks_and_tied_embeddings(tmp_path, minilm_dir):
     from probscale_edge.embedding import factorize_embeddings
     from probscale_edge.errors import ProbscaleError
@@ -63,22 +123,23 @@ def test_factorize_refuses_bad_ranks_and_tied_embeddings(tmp_path, minilm_dir):
         factorize_embeddings(t5, 4)
 
 
-def test_compression_budget_reaches_the_total_parameter_ratio(tmp_path, tiny_bert, toy_csv):
-    """--compression R with a trimmed, factorized embedding: the built student has at most 1/R of the
-    full model's total parameters, and the bundle reloads in the runtime with the build's accuracy."""
+@pytest.mark.parametrize("dense_rows", [0, 20])
+def test_compression_budget_reaches_the_total_parameter_ratio(tmp_path, tiny_bert, toy_csv, dense_rows):
+    """--compression R with a trimmed, factorized embedding (and K exact rows): the built student has at most 1/R
+    of the full model's total parameters, and the bundle reloads in the runtime with the build's accuracy."""
     from probscale_edge.data import load_local
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
     from probscale_edge.runtime import Predictor
 
     out = tmp_path / "bundle"
     m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
-                          compression=30, trim_vocab=True, embedding_rank=8,
+                          compression=30, trim_vocab=True, embedding_rank=8, embedding_dense_rows=dense_rows,
                           epochs=2, lr=1e-3, student_lr=1e-3, use_cache=False,
                           latency_runs=3), log=lambda *_: None)
     full, pruned = m["parameters"]["original"]["total"], m["parameters"]["pruned"]["total"]
     assert m["stages"]["budget"]["budget"] < 1  # the layers had to be cut to reach 30x
     assert full / 30 * 0.7 <= pruned <= full / 30  # the budget is met and used, not wasted
-    assert m["stages"]["embedding"]["rank"] == 8
+    assert m["stages"]["embedding"]["rank"] == 8 and m["stages"]["embedding"]["dense_rows"] == dense_rows
     t = load_local(toy_csv)
     assert Predictor(out).accuracy(t.eval.texts, t.eval.labels) == pytest.approx(m["validation"]["accuracy"]["bundle"])
 
