@@ -200,8 +200,11 @@ def test_static_int8_without_calibration_is_refused(tiny_cls, tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
-def test_build_ships_a_gated_tflite_model(tiny_bert, toy_csv, tmp_path):
-    """`build --tflite`: model.tflite in the bundle, checksummed, gated, and what the LiteRT backend runs."""
+@pytest.mark.parametrize("embedding", [{}, {"trim_vocab": True, "embedding_rank": 8, "embedding_dense_rows": 20}],
+                         ids=["dense-embedding", "factorized-with-exact-rows"])
+def test_build_ships_a_gated_tflite_model(tiny_bert, toy_csv, tmp_path, embedding):
+    """`build --tflite`: model.tflite in the bundle, checksummed, gated, and what the LiteRT backend runs (also
+    with a factorized word embedding whose most used rows are exact: two gathers and a sum in the graph)."""
     _converter_python()  # skips without the converter toolchain
     from probscale_edge.data import load_task
     from probscale_edge.pipeline import BuildConfig, TaskSpec, build
@@ -211,7 +214,7 @@ def test_build_ships_a_gated_tflite_model(tiny_bert, toy_csv, tmp_path):
     out = tmp_path / "bundle"
     m = build(BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(toy_csv))], output=str(out), target="arm64",
                           budget=0.5, epochs=2, lr=1e-3, student_lr=1e-3, use_cache=False,
-                          latency_runs=5, tflite=True))
+                          latency_runs=5, tflite=True, **embedding))
     t = m["tflite"]
     assert t["included"], t
     assert t["fp32_parity_max_abs"] <= 1e-4
