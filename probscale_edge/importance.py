@@ -208,36 +208,35 @@ def allocate(model, keep_layers, scores, target_params, min_heads: int = 1, min_
             keep[kind][li] -= gone[kind][li]
             got += len(gone[kind][li]) * cost[unit]
             count[unit] += len(gone[kind][li])
-        for _, li, j in ranked(kind):
-            if j not in keep[kind][li]:
-                continue
-            if got + cost[unit] > budget + 1e-9:
-                continue
-            if len(keep[kind][li]) <= floor:
-                continue
-            keep[kind][li].discard(j)
-            got += cost[unit]
-            count[unit] += 1
-        removed += got
+        n = _remove_lowest(ranked(kind), keep[kind], floor, cost[unit], budget - got)
+        count[unit] += n
+        removed += got + n * cost[unit]
     # what whole heads left over (and all of it in families without head pruning) comes from the FFN; when every
     # FFN is at its floor, from the heads, so the target is met whenever the floors allow it
-    short = to_remove - removed
     for kind, unit, floor in (("ffn", "neuron", min_neurons), ("heads", "head", min_heads)):
         if kind == "heads" and not a.supports_head_pruning:
             continue
-        for _, li, j in ranked(kind):
-            if short <= 1e-12:
-                break
-            if j in keep[kind][li] and len(keep[kind][li]) > floor:
-                keep[kind][li].discard(j)
-                short -= cost[unit]
-                removed += cost[unit]
-                count[unit] += 1
+        n = _remove_lowest(ranked(kind), keep[kind], floor, cost[unit], to_remove - removed, overshoot=True)
+        count[unit] += n
+        removed += n * cost[unit]
     out = {"heads": {str(li): sorted(v) for li, v in keep["heads"].items() if len(v) < shapes[li]["heads"]},
            "ffn": {str(li): sorted(v) for li, v in keep["ffn"].items() if len(v) < shapes[li]["ffn"]},
            "params": sum(pbase.values()) - count["head"] * pcost["head"] - count["neuron"] * pcost["neuron"],
            "cost": total_now - removed}
     return out
+
+
+def _remove_lowest(ranked_units, keep: dict, floor: int, unit_cost: float, need: float, overshoot: bool = False) -> int:
+    """Remove units of one kind from ``keep`` ({layer: kept ids}), lowest ranked first, no layer below ``floor``,
+    while the cost removed stays within ``need`` (``overshoot``: until it reaches ``need``). -> units removed."""
+    n = 0
+    for _, li, j in ranked_units:
+        if (n * unit_cost >= need - 1e-12) if overshoot else ((n + 1) * unit_cost > need + 1e-9):
+            break
+        if j in keep[li] and len(keep[li]) > floor:
+            keep[li].discard(j)
+            n += 1
+    return n
 
 
 def iterative_allocate(model, tokenizer, tasks, weights, keep_layers, target_params, iterations: int,
