@@ -27,37 +27,38 @@ from probscale_edge.errors import ProbscaleError
 class FactorizedEmbedding(nn.Module):
     """``embed`` (V x r lookup) followed by ``proj`` (r -> H, no bias); a drop-in nn.Embedding.
 
-    ``dense_rows`` K > 0: the K tokens the text uses most also keep the residual of their exact row in ``frequent``
-    ((K + 1) x H; row 0 is zero, the row of every other token), found through ``frequent_index`` (a V-long buffer,
-    not a parameter). The adaptive-input idea (Baevski and Auli 2019): rank goes to the rows that are read."""
+    ``dense_rows`` K > 0 (adaptive input, Baevski and Auli 2019: the rows that are read get the parameters): the K
+    tokens the text uses most have their exact rows in ``frequent`` ((K + 1) x H) and the other V - K their
+    low-rank rows in ``embed`` ((V - K + 1) x r); row 0 of each table is zero, the row of the tokens the other
+    table holds. ``frequent_index`` and ``low_index`` (V-long buffers, not parameters) find a token's rows."""
 
     def __init__(self, num_embeddings: int, rank: int, embedding_dim: int, padding_idx: int | None = None,
                  dense_rows: int = 0):
         super().__init__()
-        self.embed = nn.Embedding(num_embeddings, rank, padding_idx=padding_idx)
+        rows, pad = (num_embeddings - dense_rows + 1, 0) if dense_rows else (num_embeddings, padding_idx)
+        self.embed = nn.Embedding(rows, rank, padding_idx=pad)
         self.proj = nn.Linear(rank, embedding_dim, bias=False)
         self.num_embeddings, self.embedding_dim, self.rank = num_embeddings, embedding_dim, rank
         self.padding_idx, self.dense_rows = padding_idx, dense_rows
         if dense_rows:
             self.frequent = nn.Embedding(dense_rows + 1, embedding_dim, padding_idx=0)
             self.register_buffer("frequent_index", torch.zeros(num_embeddings, dtype=torch.long))
+            self.register_buffer("low_index", torch.zeros(num_embeddings, dtype=torch.long))
 
     @property
     def weight(self):  # the lookup table: what "freeze the word embeddings" freezes
         return self.embed.weight
 
     def forward(self, input_ids):
-        out = self.proj(self.embed(input_ids))
-        if self.dense_rows:
-            out = out + self.frequent(self.frequent_index[input_ids])
-        return out
+        if not self.dense_rows:
+            return self.proj(self.embed(input_ids))
+        return self.proj(self.embed(self.low_index[input_ids])) + self.frequent(self.frequent_index[input_ids])
 
     def dense(self) -> torch.Tensor:
         """The V x H matrix this module represents."""
-        out = self.proj(self.embed.weight)
-        if self.dense_rows:
-            out = out + self.frequent.weight[self.frequent_index]
-        return out
+        if not self.dense_rows:
+            return self.proj(self.embed.weight)
+        return self.proj(self.embed.weight[self.low_index]) + self.frequent.weight[self.frequent_index]
 
 
 @dataclass
@@ -122,7 +123,7 @@ def factorize_embeddings(model, rank: int, weights: torch.Tensor | None = None, 
     that best keeps the rows as the task's text uses them (the SVD of diag(sqrt(w)) E), and each row is its
     projection onto it: frequent tokens stay close to exact where a plain SVD spends rank on rare ones.
     ``energy_kept`` and ``relative_error`` are then weighted the same way. ``dense_rows`` K (needs ``weights``):
-    the K heaviest rows stay exact (their residual is kept) and the subspace is the one that best keeps the rest."""
+    the K heaviest rows stay exact and the subspace is the one that best keeps the rest (``energy_kept``: of those)."""
     a, enc = model.adapter, model.encoder
     emb = a.word_embeddings(enc)
     if isinstance(emb, FactorizedEmbedding):
@@ -134,21 +135,27 @@ def factorize_embeddings(model, rank: int, weights: torch.Tensor | None = None, 
     if dense_rows and not 0 < dense_rows < V:
         raise ProbscaleError(f"--embedding-dense-rows {dense_rows} must be below the vocabulary's {V:,} rows",
                              f"pass fewer rows, such as {V // 10:,}, or 0 for none")
+    if dense_rows and weights is None:
+        raise ProbscaleError("exact rows go to the tokens the text uses most, and no token weights were given",
+                             "pass token_weights(...) of the task's text")
     W = emb.weight.detach().double()
     if weights is not None and weights.shape[0] != V:
         raise ProbscaleError(f"{weights.shape[0]} token weights for {V} embedding rows", "weigh every row once")
     root = torch.ones(V, 1, dtype=torch.float64) if weights is None else weights.double().clamp(min=0).sqrt()[:, None]
-    top = torch.argsort(root[:, 0], descending=True, stable=True)[:dense_rows]
-    fit = torch.ones(V, 1, dtype=torch.float64)
-    fit[top] = 0.0  # the subspace is fitted to the rows that have no exact copy
-    _, S, Vh = torch.linalg.svd(fit * root * W, full_matrices=False)
+    order = torch.argsort(root[:, 0], descending=True, stable=True)
+    top, low = order[:dense_rows], torch.sort(order[dense_rows:]).values  # the low-rank rows in their id order
+    _, S, Vh = torch.linalg.svd((root * W)[low], full_matrices=False)  # the subspace of the rows without a copy
     new = install(enc, rank, dense_rows)
     with torch.no_grad():
-        new.embed.weight.copy_((W @ Vh[:rank].T).to(emb.weight.dtype))  # each row projected onto the subspace
+        projected = (W[low] @ Vh[:rank].T).to(emb.weight.dtype)  # each row projected onto the subspace
         new.proj.weight.copy_(Vh[:rank].T.to(emb.weight.dtype))  # Linear(r -> H): weight is H x r
         if dense_rows:
+            new.low_index[low] = torch.arange(1, len(low) + 1)
             new.frequent_index[top] = torch.arange(1, dense_rows + 1)
-            new.frequent.weight[1:] = (W[top] - new.proj(new.embed.weight[top]).double()).to(emb.weight.dtype)
+            new.embed.weight[1:] = projected
+            new.frequent.weight[1:] = W[top].to(emb.weight.dtype)
+        else:
+            new.embed.weight.copy_(projected)
         err = float(torch.linalg.norm(root * (W - new.dense().double())) / torch.linalg.norm(root * W))
     energy = float((S[:rank] ** 2).sum() / (S ** 2).sum())
     share = float(root[top].square().sum() / root.square().sum()) if dense_rows else None
@@ -166,4 +173,6 @@ def embedding_params_after(vocab: int, hidden: int, rank: int | None, dense_rows
     """Word-embedding parameters for ``vocab`` rows, dense (rank None) or factorized (with ``dense_rows`` exact)."""
     if not rank:
         return vocab * hidden
-    return vocab * rank + rank * hidden + ((dense_rows + 1) * hidden if dense_rows else 0)
+    if not dense_rows:
+        return vocab * rank + rank * hidden
+    return (vocab - dense_rows + 1) * rank + rank * hidden + (dense_rows + 1) * hidden

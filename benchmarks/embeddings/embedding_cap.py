@@ -28,8 +28,11 @@ def equal_dense_rows(vocab: int, hidden: int, rank: int, reference_rank: int) ->
     one (without them); 0 when there is no room."""
     from probscale_edge.embedding import embedding_params_after
 
-    room = embedding_params_after(vocab, hidden, reference_rank) - embedding_params_after(vocab, hidden, rank)
-    return max(0, room // hidden - 1)
+    want = embedding_params_after(vocab, hidden, reference_rank)
+    k = max(0, (want - embedding_params_after(vocab, hidden, rank) - hidden - rank) // (hidden - rank))
+    while k and embedding_params_after(vocab, hidden, rank, k) > want:  # each exact row swaps r for H parameters
+        k -= 1
+    return k
 
 
 def main(argv=None):

@@ -69,7 +69,7 @@ _OPTIONS = [
                  "off. Default: the recipe's (a third of the width in ladder builds: 128 for a hidden size of 384)."),
     click.option("--embedding-dense-rows", type=int, default=0, show_default=True,
                  help="With a factorized embedding: the K tokens the training text uses most keep their exact rows "
-                 "(K x hidden parameters more; a lower --embedding-rank pays for them)."),
+                 "(hidden-wide instead of rank-wide; a lower --embedding-rank pays for them)."),
     click.option("--compression", type=float, default=None,
                  help="Total-parameter ratio to reach, e.g. 5 for 5x fewer (sets --budget from the embedding's size)."),
     click.option("--compression-basis", default="total", show_default=True,

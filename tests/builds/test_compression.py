@@ -52,7 +52,7 @@ def test_factorized_embedding_is_the_best_low_rank_and_reloads_and_exports(tmp_p
 
 def test_dense_rows_keep_the_most_used_tokens_exact_and_reload_and_export(tmp_path, minilm_dir):
     """--embedding-dense-rows K: the K heaviest rows are exact, every other row is its projection onto the subspace
-    fitted to those rows; (K + 1) x hidden parameters more; the form reloads and exports (ONNX fp32, int8)."""
+    fitted to those rows; K exact rows for K low-rank ones; the form reloads and exports (ONNX fp32, int8)."""
     from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
     from probscale_edge.embedding import FactorizedEmbedding, embedding_params_after, factorize_embeddings
     from probscale_edge.modeling import load_classifier, predict_logits, save_classifier
@@ -72,7 +72,7 @@ def test_dense_rows_keep_the_most_used_tokens_exact_and_reload_and_export(tmp_pa
     root = weights.sqrt()[:, None]
     Vh = torch.linalg.svd((root * W)[rest], full_matrices=False).Vh[:8]
     assert (dense[rest] - W[rest] @ Vh.T @ Vh).abs().max() <= 1e-4  # the rest: the subspace fitted to them
-    assert rep.params_after == embedding_params_after(V, H, 8, 50) == V * 8 + 8 * H + 51 * H
+    assert rep.params_after == embedding_params_after(V, H, 8, 50) == (V - 50 + 1) * 8 + 8 * H + 51 * H
     assert sum(p.numel() for p in emb.parameters()) == rep.params_after  # the index is a buffer, not a parameter
     assert rep.dense_share == pytest.approx(float(weights[top].sum() / weights.sum()))
     texts = ["a fine film", "the plot was dull and far too long", "ok"]
@@ -108,6 +108,8 @@ def test_dense_rows_need_a_rank_and_fewer_rows_than_the_vocabulary(tmp_path, min
     V = model.adapter.word_embeddings(model.encoder).weight.shape[0]
     with pytest.raises(ProbscaleError, match="below the vocabulary"):
         factorize_embeddings(model, 8, torch.ones(V), dense_rows=V)
+    with pytest.raises(ProbscaleError, match="no token weights"):
+        factorize_embeddings(model, 8, dense_rows=10)
 
 
 def test_factorize_refuses_bad_ranks_and_tied_embeddings(tmp_path, minilm_dir):
