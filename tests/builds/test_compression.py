@@ -18,11 +18,29 @@ def _classifier(folder, labels=2):
     return EncoderClassifier(enc, labels), tok
 
 
+def _round_trip(model, tok, tmp_path):
+    """Saved, reloaded and exported to ONNX: both give the model's logits. -> (meta, ONNX path, ONNX feed, logits)"""
+    import onnxruntime as ort
+
+    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
+    from probscale_edge.modeling import load_classifier, predict_logits, save_classifier
+
+    texts = ["a fine film", "the plot was dull and far too long", "ok"]
+    a = predict_logits(model, tok, texts)
+    save_classifier(model, tok, tmp_path / "saved", ["n", "p"])
+    re, rtok, meta = load_classifier(tmp_path / "saved")
+    assert np.abs(predict_logits(re, rtok, texts) - a).max() <= 1e-6
+    export_onnx(re, rtok, tmp_path / "m.onnx", ExportConfig())
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    enc = rtok(texts, padding=True, return_tensors="np")
+    feed = {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()}
+    assert np.abs(sess.run(None, feed)[0] - a).max() <= 1e-4
+    return meta, tmp_path / "m.onnx", feed, a
+
+
 @pytest.mark.parametrize("family", ["bert", "mpnet", "distilbert"])
 def test_factorized_embedding_is_the_best_low_rank_and_reloads_and_exports(tmp_path, minilm_dir, family):
-    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
     from probscale_edge.embedding import FactorizedEmbedding, embedding_rank, factorize_embeddings
-    from probscale_edge.modeling import load_classifier, predict_logits, save_classifier
 
     model, tok = _classifier(make_tiny(family, tmp_path / family, minilm_dir))
     W = model.adapter.word_embeddings(model.encoder).weight.detach().double().clone()
@@ -35,27 +53,14 @@ def test_factorized_embedding_is_the_best_low_rank_and_reloads_and_exports(tmp_p
     assert rep.relative_error == pytest.approx(want, rel=1e-4)
     assert rep.params_after == W.shape[0] * 8 + 8 * W.shape[1] < rep.params_before / 3
     assert sum(p.numel() for p in emb.parameters()) == rep.params_after
-    texts = ["a fine film", "the plot was dull and far too long", "ok"]
-    a = predict_logits(model, tok, texts)
-    save_classifier(model, tok, tmp_path / "saved", ["n", "p"])
-    re, rtok, meta = load_classifier(tmp_path / "saved")
+    meta, _, _, _ = _round_trip(model, tok, tmp_path)
     assert meta["embedding_rank"] == 8
-    assert np.abs(predict_logits(re, rtok, texts) - a).max() <= 1e-6
-    export_onnx(re, rtok, tmp_path / "m.onnx", ExportConfig())
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    enc = rtok(texts, padding=True, return_tensors="np")
-    feed = {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()}
-    assert np.abs(sess.run(None, feed)[0] - a).max() <= 1e-4
 
 
 def test_dense_rows_keep_the_most_used_tokens_exact_and_reload_and_export(tmp_path, minilm_dir):
     """--embedding-dense-rows K: the K heaviest rows are exact, every other row is its projection onto the subspace
     fitted to those rows; K exact rows for K low-rank ones; the form reloads and exports (ONNX fp32, int8)."""
-    from probscale_edge.converters.onnx_export import ExportConfig, export_onnx
     from probscale_edge.embedding import FactorizedEmbedding, embedding_params_after, factorize_embeddings
-    from probscale_edge.modeling import load_classifier, predict_logits, save_classifier
 
     model, tok = _classifier(make_tiny("bert", tmp_path / "b", minilm_dir))
     W = model.adapter.word_embeddings(model.encoder).weight.detach().double().clone()
@@ -75,22 +80,12 @@ def test_dense_rows_keep_the_most_used_tokens_exact_and_reload_and_export(tmp_pa
     assert rep.params_after == embedding_params_after(V, H, 8, 50) == (V - 50 + 1) * 8 + 8 * H + 51 * H
     assert sum(p.numel() for p in emb.parameters()) == rep.params_after  # the index is a buffer, not a parameter
     assert rep.dense_share == pytest.approx(float(weights[top].sum() / weights.sum()))
-    texts = ["a fine film", "the plot was dull and far too long", "ok"]
-    a = predict_logits(model, tok, texts)
-    save_classifier(model, tok, tmp_path / "saved", ["n", "p"])
-    re, rtok, meta = load_classifier(tmp_path / "saved")
+    meta, path, feed, a = _round_trip(model, tok, tmp_path)
     assert meta["embedding_rank"] == 8 and meta["embedding_dense_rows"] == 50
-    assert np.abs(predict_logits(re, rtok, texts) - a).max() <= 1e-6
-    export_onnx(re, rtok, tmp_path / "m.onnx", ExportConfig())
     import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    enc = rtok(texts, padding=True, return_tensors="np")
-    feed = {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()}
-    assert np.abs(sess.run(None, feed)[0] - a).max() <= 1e-4
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(path), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8)
     q = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
     assert np.abs(q.run(None, feed)[0] - a).max() <= 0.1
 
