@@ -238,9 +238,9 @@ class PruneConfig(Config):
         in_range("embedding_rank", self.embedding_rank, 0, 65536, integer=True, optional=True, example=64)
         in_range("embedding_dense_rows", self.embedding_dense_rows, 0, 10_000_000, integer=True, example=2000)
         if self.embedding_dense_rows and self.embedding_rank == 0:
-            raise ProbscaleError("--embedding-dense-rows keeps rows beside a factorized embedding, and "
-                                 "--embedding-rank 0 turns factorization off",
-                                 "pass an --embedding-rank, or leave --embedding-dense-rows out")
+            raise ProbscaleError("--embedding-dense-rows keeps rows beside a factorized embedding, and this build "
+                                 "keeps its embedding whole (--embedding-rank 0, or a one-size build's recipe)",
+                                 "pass --embedding-rank R as well, or leave --embedding-dense-rows out")
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from probscale_edge.errors import ProbscaleError
 # the fields the recipe decides when the user leaves them out, and their values outside a ladder build
 PLAIN = {"trim_vocab": False, "embedding_rank": 0, "distill_hidden": 0.0, "augment": 0, "prune_iterations": 1}
 # what a replayed recipe may set: how the model is cut and recovered (not the data, the output or the target)
-RECIPE_FIELDS = ("trim_vocab", "vocab_min_count", "embedding_rank", "distill_hidden", "augment", "prune_iterations",
-                 "layer_factor", "student_epochs", "student_lr", "temperature", "alpha", "dev_fraction", "epochs", "lr",
-                 "batch_size", "pooling", "max_length", "min_retention", "max_size_mb", "max_latency_ms", "ladder",
-                 "rung_epochs", "layer_floor", "search", "budget", "compression", "compression_basis", "strategy",
+RECIPE_FIELDS = ("trim_vocab", "vocab_min_count", "embedding_rank", "embedding_dense_rows", "distill_hidden", "augment",
+                 "prune_iterations", "layer_factor", "student_epochs", "student_lr", "temperature", "alpha", "dev_fraction",
+                 "epochs", "lr", "batch_size", "pooling", "max_length", "min_retention", "max_size_mb", "max_latency_ms",
+                 "ladder", "rung_epochs", "layer_floor", "search", "budget", "compression", "compression_basis", "strategy",
                  "granularity", "precision", "max_accuracy_drop", "quant_mode", "time_budget")
 
 

@@ -388,7 +388,8 @@ def cut(run: Run, t: EmbedTeacher, spec, ps: dict):
         from probscale_edge.embedding import dense_rows_note, factorize_embeddings, token_weights
 
         # weighted by how often the training texts use each token, as the classification route does: at rank 96
-        # the untrained MiniLM keeps a mean cosine of 0.88 to the teacher this way, 0.64 with a plain SVD
+        # the untrained MiniLM keeps a mean cosine of 0.87 to the teacher this way, 0.64 with a plain SVD, 0.92
+        # with rank 64 and 2,018 exact rows at the same size (benchmarks/embeddings/embedding_cap.py)
         vocab = model.adapter.word_embeddings(model.encoder).weight.shape[0]
         frep = factorize_embeddings(model, ps["embedding_rank"], token_weights(tok, t.train_texts, vocab, run.max_length),
                                     run.cfg.prune.embedding_dense_rows)
