@@ -222,8 +222,9 @@ def _factorize_if_needed(run: Run, cur: Rung, tok, target_total: float) -> tuple
         return cur, None
     model = copy.deepcopy(cur.model)
     rep = factorize(run, model, tok, rank)
-    return Rung(model, cur.lineage, {}), (f"embedding factorized to rank {rank} ({rep.energy_kept:.0%} of the "
-                                          "energy as the task uses its tokens)")
+    exact = f", {rep.dense_rows:,} most used rows exact" if rep.dense_rows else ""
+    return Rung(model, cur.lineage, {}), (f"embedding factorized to rank {rank}{exact} ({rep.energy_kept:.0%} of "
+                                          "the energy as the task uses its tokens)")
 
 
 def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, ratios_left, table=None) -> Rung | None:
