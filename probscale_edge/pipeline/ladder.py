@@ -32,6 +32,8 @@ EMBED_SWITCH = 0.6
 # that rung's epochs, times the others' (2 while the factorization was a plain SVD keeping 57% of the energy;
 # weighted by token use it keeps 77%, and at 2 the default build took 24 minutes on 2 cores: benchmarks/ladder)
 EMBED_EPOCHS = 1
+# a candidate more than this share above its rung's parameter target did not reach the rung
+REACH_TOLERANCE = 0.01
 
 
 @dataclass
@@ -245,8 +247,8 @@ def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, rati
         rep = _train(run, t, model, tok, data, epochs * PROBE_SHARE if len(cands) > 1 else epochs, lineage)
         parts["distill"] += rep["train_seconds"]
         scored.append((_dev_accuracy(run, model, tok), action, model, lineage))
-    # ties go to the shallower: fewer sequential steps are what batch-1 latency on a phone pays for
-    best = max(scored, key=lambda s: (s[0], -len(s[3].layers)))
+    short = [s[1] for s in scored if s[2].param_counts()["total"] > target_total * (1 + REACH_TOLERANCE)]
+    best = scored[choose([(s[0], s[1] not in short, len(s[3].layers)) for s in scored])]
     width_acc = next((s[0] for s in scored if s[1] == "width"), None)  # None: the depth cap ruled width out
     _, action, model, lineage = best
     if len(cands) > 1:
@@ -256,10 +258,21 @@ def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, rati
            "total_params": counts["total"], "non_embedding_params": counts["non_embedding"],
            "dev_accuracy": _dev_accuracy(run, model, tok), "action": action,
            "width_only_dev_accuracy": width_acc, "candidates": {s[1]: s[0] for s in scored}, "depth_cap": cap,
+           "short_of_target": short,
            "layers": len(lineage.layers), "layer_params": _layer_params(model), "layer_shapes": model.layer_shapes(),
            "embedding": embedding,
            "epochs": epochs, "seconds_in": {k: round(v, 1) for k, v in parts.items()}}
     return Rung(model, lineage, rec)
+
+
+def choose(scored: list[tuple[float, bool, int]]) -> int:
+    """The candidate a rung goes on with, from (dev accuracy, reached the rung's size, layers) each -> its index.
+
+    A cut that reaches the rung's size beats one its floors stopped short of it (a width cut at one head and 16
+    neurons a layer shrinks no further: reuters_r8's 10x rung ended at 9.5x that way, against a layer drop that
+    reached it); then the better dev accuracy; ties go to the shallower: fewer sequential steps are what batch-1
+    latency on a phone pays for."""
+    return max(range(len(scored)), key=lambda i: (scored[i][1], scored[i][0], -scored[i][2]))
 
 
 def measure(run: Run, model, tok, folder: Path, runs: int = 30, eval_accuracy: bool = False) -> dict:

@@ -258,3 +258,15 @@ def test_a_rung_is_predicted_from_the_last_one_by_the_student_it_cuts_and_keeps(
     assert lad_mod.predict_seconds(run, w, cur, 10_647_554, 3.0) == pytest.approx(162.5, rel=0.05)
     run.cfg.goal.rung_epochs = 2.0  # twice the epochs: only the distillation doubles
     assert lad_mod.predict_seconds(run, w, cur, 10_647_554, 3.0) == pytest.approx(162.5 + 94, rel=0.05)
+
+
+def test_a_rung_goes_on_with_a_cut_that_reaches_its_size():
+    """Pure: a candidate that reached the rung's size beats a more accurate one its floors stopped short of it
+    (reuters_r8 at 10x: the width cut at one head a layer ended at 9.5x and still won); then accuracy; ties go to
+    the shallower."""
+    from probscale_edge.pipeline.ladder import choose
+
+    assert choose([(0.97, False, 6), (0.96, True, 5)]) == 1  # (dev accuracy, reached, layers)
+    assert choose([(0.97, False, 6), (0.96, False, 5)]) == 0  # neither reached: the better one
+    assert choose([(0.96, True, 6), (0.97, True, 5)]) == 1
+    assert choose([(0.96, True, 6), (0.96, True, 5)]) == 1  # a tie: the shallower
