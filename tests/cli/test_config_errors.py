@@ -120,7 +120,11 @@ def test_sigterm_leaves_no_staging_folder(tmp_path, tiny_bert, toy_csv):
     proc = subprocess.Popen([sys.executable, "-m", "probscale_edge", "build", "--model", str(tiny_bert), "--data",
                              str(toy_csv), "--epochs", "20", "--budget", "0.5", "--no-cache", "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PROBSCALE_EDGE_CACHE=str(tmp_path / "cache")))
+                            env=dict(os.environ, PROBSCALE_EDGE_CACHE=str(tmp_path / "cache")),
+                            # as a shell starts it. In a full local run the build once finished (exit 0) as if
+                            # SIGTERM were ignored: an ignored disposition is inherited across exec and the CLI keeps
+                            # one it did not set. Not confirmed as the cause; nothing in this project ignores it.
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not [q for q in tmp_path.iterdir() if q.name.startswith(".b.build-")]:
         time.sleep(0.2)  # wait for the staging folder (after the fine-tune, probe and selection)
