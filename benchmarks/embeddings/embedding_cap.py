@@ -12,7 +12,6 @@ built-in tasks (``probscale_edge/pipeline/embed.py``: ``teacher_embed``, ``cut``
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -58,21 +57,21 @@ def main(argv=None):
     texts = [x for task in run.tasks for x in task.eval.texts]
     want = np.concatenate([t.eval_emb[task.name] for task in run.tasks])
     full = t.model.param_counts()["total"]
-    vocab = hidden = None
+    every = SubnetworkSpec(list(range(len(t.model.layer_shapes()))))
     rows = []
+
+    def cut_to(rank, dense):
+        run.cfg = cfg.replace(prune=cfg.prune.replace(embedding_dense_rows=dense))
+        return cut(run, t, every, {"trim_vocab": True, "embedding_rank": rank})
+
     for ref in map(int, a.ranks.split(",")):
         forms = [(ref, 0)]
-        for low in map(int, a.lower.split(",")):
-            if vocab is None:  # the trimmed vocabulary's size, from one cut
-                m, _ = cut(run, t, SubnetworkSpec(list(range(len(t.model.layer_shapes())))),
-                           {"trim_vocab": True, "embedding_rank": None})
-                vocab, hidden = m.adapter.word_embeddings(m.encoder).weight.shape
-            forms.append((low, equal_dense_rows(vocab, hidden, low, ref)))
-        for rank, dense in forms:
+        for rank, dense in forms:  # the plain reference first: its trimmed vocabulary sizes the forms after it
             t0 = time.time()
-            run.cfg = cfg.replace(prune=cfg.prune.replace(embedding_dense_rows=dense))
-            m, tok = cut(run, t, SubnetworkSpec(list(range(len(t.model.layer_shapes())))),
-                         {"trim_vocab": True, "embedding_rank": rank})
+            m, tok = cut_to(rank, dense)
+            if len(forms) == 1:
+                vocab, hidden = run.stages["vocab"]["kept"], m.adapter.word_embeddings(m.encoder).proj.out_features
+                forms += [(low, equal_dense_rows(vocab, hidden, low, ref)) for low in map(int, a.lower.split(","))]
             got = embed_texts(m, tok, texts, run.max_length)
             cos = float(np.mean(np.sum(got * want, axis=1)))
             e = run.stages["embedding"]
