@@ -53,7 +53,8 @@ def _row(m: dict, method: str, ratio: float, teacher_accuracy: float, seconds: f
             "encoder_non_embedding": p["pruned"].get("encoder_non_embedding"), "total_ratio": p["ratio_total"],
             "non_embedding_ratio": p["ratio_non_embedding"], "basis": "total",
             "kept_layers": m["subnetwork"]["spec"]["keep_layers"], "layer_shapes": m["subnetwork"]["layer_shapes"],
-            "bundle_bytes": m["sizes"]["bundle_model_bytes"], "teacher_key": m["stages"]["finetune"]["key"],
+            "bundle_bytes": m["sizes"]["bundle_model_bytes"],
+            "embedding_rank": m["recipe"]["values"]["embedding_rank"], "teacher_key": m["stages"]["finetune"]["key"],
             "seconds": round(seconds, 1), **extra}
 
 
@@ -93,10 +94,11 @@ def run_pair(a) -> dict:
 
     work = Path(a.work) / f"{Path(a.model).name}-{a.task}-s{a.seed}"
     common = dict(tasks=[_task(a.task)], target=a.target, max_train=a.max_train or None, seed=a.seed, force=True)
+    chosen = {"embedding_rank": a.embedding_rank} if a.embedding_rank is not None else {}  # else the recipe's
     ladder = tuple(r for r in LADDER if r < a.ratio) + (a.ratio,)
     _log(f"==== {a.model} {a.task} seed {a.seed}: the ladder {ladder}")
     m1, s1 = _build(model=a.model, output=str(work / "ladder"), ladder=ladder, min_retention=0.5, time_budget=0,
-                    **common)
+                    **chosen, **common)
     recipe = m1["recipe"]["values"]
     rows = from_ladder_manifest(m1, a.ratio, s1)
     teacher_acc, epochs = rows[0]["teacher_accuracy"], rows[0]["rung_epochs"]
@@ -189,6 +191,8 @@ def main(argv=None):
                     help="training rows (0: all). The ladder's vocabulary reads every training row but its dev split, "
                          "a one-size build only the rows it trains on: under a cap the two vocabularies differ")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--embedding-rank", type=int, default=None,
+                    help="the ladder's embedding rank (default: the recipe's); TextPruner's build takes the same")
     ap.add_argument("--work", default="bundles/ladder-vs-textpruner")
     ap.add_argument("--collect", nargs="+", metavar="JSON", help="merge finished runs into --json and print the table")
     ap.add_argument("--json", required=True)
