@@ -37,6 +37,15 @@ SOURCES = [
      "all training rows; H200 (rotten_tomatoes, trec6: two seeds), 2 CPU cores (sms_spam, reuters_r8); the walk "
      "stopped at the width floor at 9.22x on rotten_tomatoes (no TextPruner model that small) and 9.52x on "
      "reuters_r8"),
+    (HERE / "minilm-ladder-vs-textpruner-5x.json", "/same-teacher",
+     "ladder_vs_textpruner.py --ratio 5 (ladder 2x-3x-5x), two seeds, code 706d0d0 (ladder.choose), 14 runs at once "
+     "on one lent H200"),
+    (HERE / "minilm-ladder-vs-textpruner-choose.json", "/same-teacher+choose",
+     "ladder_vs_textpruner.py, the same walk under ladder.choose (a cut that reaches the rung's size wins), two "
+     "seeds, code 706d0d0, one lent H200; rank 128 leaves no room for 10x on these two tasks (both candidates "
+     "stopped short at the width floor)"),
+    (HERE / "minilm-ladder-vs-textpruner-rank64.json", "/same-teacher+rank64",
+     "ladder_vs_textpruner.py --embedding-rank 64 (ladder and TextPruner), two seeds, code 706d0d0, one lent H200"),
 ]
 # ladder/run.py rows: the default build's recipe walked down a ladder ending at the ratio (--min-retention 0.5)
 LADDER_SOURCES = [
