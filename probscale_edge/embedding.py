@@ -163,6 +163,23 @@ def factorize_embeddings(model, rank: int, weights: torch.Tensor | None = None, 
                            dense_rows, share)
 
 
+def refactorize_embeddings(model, rank: int, weights: torch.Tensor | None = None,
+                           dense_rows: int = 0) -> FactorizeReport:
+    """Refit ``model``'s factorized word embedding, in place, to a lower ``rank``: :func:`factorize_embeddings` of
+    the matrix it represents (trained rows and all), so the new rows are the best rank-``rank`` fit of the old."""
+    a, enc = model.adapter, model.encoder
+    emb = a.word_embeddings(enc)
+    if not isinstance(emb, FactorizedEmbedding):
+        raise ProbscaleError("the word embedding is not factorized", "factorize it first (factorize_embeddings)")
+    if rank >= emb.rank:
+        raise ProbscaleError(f"rank {rank} is not below the embedding's rank {emb.rank}", "pass a lower rank")
+    plain = nn.Embedding(emb.num_embeddings, emb.embedding_dim, padding_idx=emb.padding_idx)
+    with torch.no_grad():
+        plain.weight.copy_(emb.dense())
+    a.set_module(enc, a.word_embeddings_path, plain.to(emb.proj.weight.device))
+    return factorize_embeddings(model, rank, weights, dense_rows)
+
+
 def dense_rows_note(rep: FactorizeReport) -> str:
     """The log's words for the exact rows of a factorization (empty without)."""
     return (f"; the {rep.dense_rows:,} most used tokens kept exact ({rep.dense_share:.1%} of the token occurrences)"

@@ -7,7 +7,7 @@ For one model, task and seed:
 2. ``textpruner``: that build's own fine-tuned teacher (from the build cache) pruned by TextPruner 1.1 (PyPI
    ``textpruner``: iterative head and FFN pruning, even per layer; ``textpruner_baseline.py``) to the encoder size
    the ladder's bundle kept, then built from that teacher with the same embedding side (the recipe's vocabulary
-   trim and embedding rank) and the same recovery (the recipe's distillation: hidden states, augmentation,
+   trim, the shipped rung's embedding rank) and the same recovery (the recipe's distillation: hidden states, augmentation,
    learning rate) for as many epochs as the walk distilled in all.
 
 Both int8 bundles are scored on the whole eval split against the one teacher. One JSON per run; ``--collect``
@@ -114,7 +114,7 @@ def run_pair(a) -> dict:
         return {"model": a.model, "rows": rows, "args": vars(a)}
     m2, _ = _build(model=str(teacher_dir), output=str(work / "textpruner"), spec=spec,
                     trim_vocab=recipe["trim_vocab"], vocab_min_count=recipe["vocab_min_count"],
-                    embedding_rank=recipe["embedding_rank"], recover_mode="distill", student_epochs=epochs,
+                    embedding_rank=shipped_rank(m1), recover_mode="distill", student_epochs=epochs,
                     student_lr=recipe["student_lr"], distill_hidden=recipe["distill_hidden"],
                     augment=recipe["augment"], **common)
     rows.append(_row(m2, "textpruner", a.ratio, teacher_acc, time.time() - t0, textpruner=tp,
@@ -123,6 +123,14 @@ def run_pair(a) -> dict:
         _log(f"     {r['method']}: {r['accuracy_bundle']:.4f} ({r['retention']:.2%}), {r['total']:,} parameters "
              f"({r['total_ratio']:.2f}x)")
     return {"model": a.model, "rows": rows, "args": vars(a)}
+
+
+def shipped_rank(m1: dict) -> int:
+    """The embedding rank of the ladder's shipped rung (deep rungs may lower the recipe's: ladder.rung_rank)."""
+    chosen = m1["ladder"]["rungs"][m1["ladder"]["chosen"]]
+    if "embedding_rank" not in chosen:  # a manifest from before rungs recorded it: the recipe's
+        return m1["recipe"]["values"]["embedding_rank"]
+    return chosen["embedding_rank"] or 0  # None: the shipped rung kept its embedding dense
 
 
 def _task(name):

@@ -1,6 +1,7 @@
 """The ladder: one progressive prune-and-distill run down a ladder of sizes, each rung scored on the dev split.
 
-The student starts as the teacher with the recipe's embedding side (trimmed vocabulary, factorized embedding).
+The student starts as the teacher with the recipe's embedding side (trimmed vocabulary, factorized embedding; at
+deep rungs the factorization's rank is lowered so that the layers keep a share of the rung, :func:`rung_rank`).
 At every rung (``--ladder``, times fewer total parameters than the full model) it is cut to the rung's size
 and distilled from the teacher. Two cuts compete at each rung, both from the same student and both given the
 same short distillation: width only (heads and FFN neurons, Fisher-ranked, re-scored, with a per-layer
@@ -34,6 +35,14 @@ EMBED_SWITCH = 0.6
 EMBED_EPOCHS = 1
 # a candidate more than this share above its rung's parameter target did not reach the rung
 REACH_TOLERANCE = 0.01
+# the least share of a rung's parameters the recipe's embedding rank leaves the layers: where the factorized
+# embedding would take more, its rank is lowered (refitted) in steps of RANK_STEP, not under MIN_RANK.
+# all-MiniLM-L6-v2 at 10x with rank 128: rotten_tomatoes' and reuters_r8's embeddings took 97% and 81% of the
+# rung, and neither walk reached 10x; trec6 and sms_spam's took 62% and 57% and reached it; rotten_tomatoes at
+# rank 64 (53%) kept 96.8% at 10.00x against 93.7% at 9.2-9.5x (benchmarks/compression,
+# minilm-ladder-vs-textpruner-*.json)
+ENCODER_SHARE = 1 / 3
+RANK_STEP, MIN_RANK = 16, 32
 
 
 @dataclass
@@ -215,23 +224,51 @@ def _factorizes(run: Run, model, target_total: float) -> bool:
         _layer_target(model, target_total) < EMBED_SWITCH * _layer_params(model)
 
 
+def rung_rank(run: Run, model, target_total: float) -> int:
+    """The embedding rank for the rung at ``target_total``: the recipe's, or the model's own once factorized,
+    lowered until the factorized embedding leaves the layers ``ENCODER_SHARE`` of the rung where it can (a rank
+    the user chose stays)."""
+    from probscale_edge.embedding import embedding_params_after, embedding_rank
+
+    pc = run.cfg.prune
+    rank = embedding_rank(model) or pc.embedding_rank
+    if (run.recipe or {}).get("decided_by", {}).get("embedding_rank") != "recipe":
+        return rank
+    emb = model.adapter.word_embeddings(model.encoder)
+    vocab, hidden = emb.num_embeddings, emb.embedding_dim
+    other = model.param_counts()["embedding"] - embedding_params_after(vocab, hidden, embedding_rank(model),
+                                                                       pc.embedding_dense_rows)
+    room = (1 - ENCODER_SHARE) * target_total - other  # positions, token types and the norm stay
+    while rank - RANK_STEP >= MIN_RANK and embedding_params_after(vocab, hidden, rank, pc.embedding_dense_rows) > room:
+        rank -= RANK_STEP
+    return rank
+
+
 def _factorize_if_needed(run: Run, cur: Rung, tok, target_total: float) -> tuple[Rung, str | None]:
-    """The rung with its word embedding factorized (the recipe's rank) when width alone would cut too deep."""
+    """The rung with its word embedding factorized when width alone would cut too deep, or refitted to a lower
+    rank when the embedding would leave the layers less than ``ENCODER_SHARE`` of the rung (:func:`rung_rank`)."""
+    from probscale_edge.embedding import embedding_rank
     from probscale_edge.pipeline.student import factorize
 
-    rank = run.cfg.prune.embedding_rank
-    if not _factorizes(run, cur.model, target_total):
+    now = embedding_rank(cur.model)
+    if not now and not _factorizes(run, cur.model, target_total):
+        return cur, None
+    rank = rung_rank(run, cur.model, target_total)
+    if now and rank >= now:
         return cur, None
     model = copy.deepcopy(cur.model)
     rep = factorize(run, model, tok, rank)
     exact = f", {rep.dense_rows:,} most used rows exact" if rep.dense_rows else ""
-    return Rung(model, cur.lineage, {}), (f"embedding factorized to rank {rank}{exact} ({rep.energy_kept:.0%} of "
-                                          "the energy as the task uses its tokens)")
+    what = f"embedding rank {now} -> {rank}" if now else f"embedding factorized to rank {rank}"
+    return Rung(model, cur.lineage, {}), (f"{what}{exact} ({rep.energy_kept:.0%} of the energy as the task uses "
+                                          "its tokens)")
 
 
 def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, ratios_left, table=None) -> Rung | None:
     """One rung (the first of ``ratios_left``): the candidates' short distillation, the better one distilled on;
     None: no room left."""
+    from probscale_edge.embedding import embedding_rank
+
     ratio, full_total = ratios_left[0], t.model.param_counts()["total"]
     target_total = full_total / ratio
     t0 = time.time()
@@ -260,7 +297,8 @@ def _climb(run: Run, t: Teacher, report: ProbeReport, cur: Rung, tok, data, rati
            "width_only_dev_accuracy": width_acc, "candidates": {s[1]: s[0] for s in scored}, "depth_cap": cap,
            "short_of_target": short,
            "layers": len(lineage.layers), "layer_params": _layer_params(model), "layer_shapes": model.layer_shapes(),
-           "embedding": embedding,
+           "embedding": embedding, "embedding_rank": embedding_rank(model),
+           "embedding_fit": dict(run.stages["embedding"]) if embedding else None,
            "epochs": epochs, "seconds_in": {k: round(v, 1) for k, v in parts.items()}}
     return Rung(model, lineage, rec)
 
@@ -536,6 +574,12 @@ def _choose(run: Run, w: Walk, kept: list) -> Rung | None:
         w.best_effort = True
     for i, r in enumerate(w.rungs):
         r["chosen"] = i == w.chosen
+    if w.chosen is not None:  # the manifest's embedding stage: the factorization the shipped rung carries
+        fits = [r["embedding_fit"] for r in w.rungs[:w.chosen + 1] if r.get("embedding_fit")]
+        if fits:
+            run.stages["embedding"] = fits[-1]
+        else:
+            run.stages.pop("embedding", None)
     return kept[w.chosen] if w.chosen is not None else None
 
 

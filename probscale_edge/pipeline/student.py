@@ -82,12 +82,14 @@ def task_texts(run: Run) -> list:
 
 
 def factorize(run: Run, model, tok, rank: int):
-    """The word embedding factorized to ``rank``, weighted by how often the task's text uses each token."""
-    from probscale_edge.embedding import factorize_embeddings, token_weights
+    """The word embedding factorized to ``rank`` (a factorized one refitted to that lower rank), weighted by how
+    often the task's text uses each token."""
+    from probscale_edge.embedding import FactorizedEmbedding, factorize_embeddings, refactorize_embeddings, token_weights
 
-    vocab = model.adapter.word_embeddings(model.encoder).weight.shape[0]
-    frep = factorize_embeddings(model, rank, token_weights(tok, task_texts(run), vocab, run.max_length),
-                                run.cfg.prune.embedding_dense_rows)
+    emb = model.adapter.word_embeddings(model.encoder)
+    fit = refactorize_embeddings if isinstance(emb, FactorizedEmbedding) else factorize_embeddings
+    frep = fit(model, rank, token_weights(tok, task_texts(run), emb.num_embeddings, run.max_length),
+               run.cfg.prune.embedding_dense_rows)
     run.stages["embedding"] = {**asdict(frep), "weighted_by": "token counts in the task's training text"}
     return frep
 

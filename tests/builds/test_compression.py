@@ -107,6 +107,41 @@ def test_dense_rows_need_a_rank_and_fewer_rows_than_the_vocabulary(tmp_path, min
         factorize_embeddings(model, 8, dense_rows=10)
 
 
+@pytest.mark.parametrize("dense_rows", [0, 30])
+def test_a_factorized_embedding_refits_to_a_lower_rank_and_reloads(tmp_path, minilm_dir, dense_rows):
+    """The ladder's deep rungs lower the rank: the refit is the weighted best rank-r fit of the matrix the old
+    factorization represents (exact rows stay exact), with r's parameters, and reloads and exports."""
+    from probscale_edge.embedding import (embedding_params_after, embedding_rank, factorize_embeddings,
+                                          refactorize_embeddings)
+    from probscale_edge.errors import ProbscaleError
+
+    model, tok = _classifier(make_tiny("bert", tmp_path / "b", minilm_dir))
+    V, H = model.adapter.word_embeddings(model.encoder).weight.shape
+    weights = torch.rand(V, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 1
+    factorize_embeddings(model, 16, weights, dense_rows)
+    old = model.adapter.word_embeddings(model.encoder).dense().detach().double().clone()
+    rep = refactorize_embeddings(model, 8, weights, dense_rows)
+    emb = model.adapter.word_embeddings(model.encoder)
+    assert embedding_rank(model) == 8 and emb.dense_rows == dense_rows
+    assert sum(p.numel() for p in emb.parameters()) == rep.params_after == embedding_params_after(V, H, 8, dense_rows)
+    top = torch.argsort(weights, descending=True)[:dense_rows]
+    rest = torch.ones(V, dtype=torch.bool)
+    rest[top] = False
+    Vh = torch.linalg.svd((weights.sqrt()[:, None] * old)[rest], full_matrices=False).Vh[:8]
+    new = emb.dense().detach().double()
+    assert (new[rest] - old[rest] @ Vh.T @ Vh).abs().max() <= 1e-4
+    if dense_rows:
+        assert (new[top] - old[top]).abs().max() <= 1e-5
+    assert 0 < (new - old).abs().max()  # rank 8 is not rank 16
+    meta, _, _, _ = _round_trip(model, tok, tmp_path)
+    assert meta["embedding_rank"] == 8
+    with pytest.raises(ProbscaleError, match="not below"):
+        refactorize_embeddings(model, 8, weights, dense_rows)
+    plain, _ = _classifier(make_tiny("bert", tmp_path / "p", minilm_dir))
+    with pytest.raises(ProbscaleError, match="not factorized"):
+        refactorize_embeddings(plain, 4)
+
+
 def test_factorize_refuses_bad_ranks_and_tied_embeddings(tmp_path, minilm_dir):
     from probscale_edge.embedding import factorize_embeddings
     from probscale_edge.errors import ProbscaleError

@@ -270,3 +270,71 @@ def test_a_rung_goes_on_with_a_cut_that_reaches_its_size():
     assert choose([(0.97, False, 6), (0.96, False, 5)]) == 0  # neither reached: the better one
     assert choose([(0.96, True, 6), (0.97, True, 5)]) == 1
     assert choose([(0.96, True, 6), (0.96, True, 5)]) == 1  # a tie: the shallower
+
+
+def test_a_deep_rung_lowers_the_recipes_embedding_rank_so_the_layers_keep_a_share():
+    """rung_rank on all-MiniLM-L6-v2's shapes (hidden 384, 198,144 embedding parameters besides the word rows,
+    22,565,890 in all): rotten_tomatoes' trimmed 15,185 tokens at rank 128 take 97% of 10x, so 10x refits to
+    rank 80 (64% with the rest); 5x keeps 128; trec6's 9,027 tokens keep 128 at 10x; a user's rank stays."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from probscale_edge.embedding import FactorizedEmbedding
+    from probscale_edge.pipeline.ladder import ENCODER_SHARE, rung_rank
+
+    def model(vocab, rank=None):
+        emb = (FactorizedEmbedding(vocab, rank, 384, 0) if rank else torch.nn.Embedding(vocab, 384, device="meta"))
+        words = vocab * 384 if not rank else vocab * rank + rank * 384
+        return SimpleNamespace(encoder=None, adapter=SimpleNamespace(word_embeddings=lambda enc: emb),
+                               param_counts=lambda: {"embedding": words + 198_144})
+
+    def run(by="recipe", rank=128):
+        return SimpleNamespace(cfg=SimpleNamespace(prune=SimpleNamespace(embedding_rank=rank, embedding_dense_rows=0)),
+                               recipe={"decided_by": {"embedding_rank": by}})
+
+    full = 22_565_890
+    assert rung_rank(run(), model(15_185), full / 10) == 80
+    assert rung_rank(run(), model(15_185, 128), full / 10) == 80  # refit from the factorized one
+    assert rung_rank(run(), model(15_185, 96), full / 8) == 96  # never back up
+    assert rung_rank(run(), model(15_185), full / 5) == 128
+    assert rung_rank(run(), model(9_027), full / 10) == 128
+    assert rung_rank(run("user"), model(15_185), full / 10) == 128
+    assert rung_rank(run(), model(15_185), full / 40) == 32  # no lower than MIN_RANK, even short of the share
+    words_80 = 15_185 * 80 + 80 * 384
+    assert words_80 + 198_144 <= (1 - ENCODER_SHARE) * full / 10 < 15_185 * 96 + 96 * 384 + 198_144
+
+
+def test_a_rank_lowered_at_a_deeper_rung_is_refitted_and_ships(tmp_path, tiny_bert, toy_csv, monkeypatch):
+    """The walk with the recipe's rank lowered at its deeper rungs (rung_rank forced: its rule is tested above):
+    the rung refits the factorized embedding, records the rank, and the shipped bundle has it and reloads."""
+    import probscale_edge.pipeline.ladder as lad_mod
+    import probscale_edge.recipe as recipe_mod
+
+    plain = recipe_mod.ladder_recipe
+    monkeypatch.setattr(recipe_mod, "ladder_recipe", lambda facts: {**plain(facts), "embedding_rank": 16})
+    monkeypatch.setattr(lad_mod, "EMBED_SWITCH", 1.01)  # factorize at the first rung
+    full = {}
+
+    def forced(run, model, target_total):
+        full.setdefault("first", target_total)
+        return 16 if target_total >= full["first"] else 8
+
+    monkeypatch.setattr(lad_mod, "rung_rank", forced)
+    monkeypatch.setattr(lad_mod, "start_rung", lambda *a: (0, "the top (forced)"))
+    m = _build(toy_csv, tmp_path / "b", model=str(tiny_bert), min_retention=0.5, best_effort=True,
+               ladder=(12.0, 16.0, 20.0))
+    rungs = m["ladder"]["rungs"]
+    assert [r["embedding_rank"] for r in rungs] == [16] + [8] * (len(rungs) - 1) and len(rungs) > 1
+    assert rungs[0]["embedding"].startswith("embedding factorized to rank 16")
+    assert rungs[1]["embedding"].startswith("embedding rank 16 -> 8")
+    assert m["recipe"]["values"]["embedding_rank"] == 16  # the recipe's; each rung says what it used
+    shipped = rungs[m["ladder"]["chosen"]]
+    assert m["stages"]["embedding"]["rank"] == shipped["embedding_rank"]  # the shipped rung's factorization
+    import onnx
+    from onnx import numpy_helper
+
+    vocab = m["stages"]["embedding"]["vocab"]
+    graph = onnx.load(str(tmp_path / "b" / "model.onnx")).graph
+    shapes = [tuple(numpy_helper.to_array(i).shape) for i in graph.initializer]
+    assert (vocab, shipped["embedding_rank"]) in shapes  # the bundle's lookup table has the shipped rank
