@@ -37,8 +37,8 @@ EMBED_EPOCHS = 1
 REACH_TOLERANCE = 0.01
 # the least share of a rung's parameters the recipe's embedding rank leaves the layers: where the factorized
 # embedding would take more, its rank is lowered (refitted) in steps of RANK_STEP, not under MIN_RANK.
-# all-MiniLM-L6-v2 at 10x with rank 128: rotten_tomatoes' and reuters_r8's embeddings took 97% and 81% of the
-# rung, and neither walk reached 10x; trec6 and sms_spam's took 62% and 57% and reached it; rotten_tomatoes at
+# all-MiniLM-L6-v2 at 10x with rank 128: rotten_tomatoes' and reuters_r8's embeddings took 97% and 85% of the
+# rung, and neither walk reached 10x; trec6's and sms_spam's took 62% and 56% and reached it; rotten_tomatoes at
 # rank 64 (53%) kept 96.8% at 10.00x against 93.7% at 9.2-9.5x (benchmarks/compression,
 # minilm-ladder-vs-textpruner-*.json)
 ENCODER_SHARE = 1 / 3
