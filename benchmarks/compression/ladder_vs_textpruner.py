@@ -54,7 +54,8 @@ def _row(m: dict, method: str, ratio: float, teacher_accuracy: float, seconds: f
             "non_embedding_ratio": p["ratio_non_embedding"], "basis": "total",
             "kept_layers": m["subnetwork"]["spec"]["keep_layers"], "layer_shapes": m["subnetwork"]["layer_shapes"],
             "bundle_bytes": m["sizes"]["bundle_model_bytes"],
-            "embedding_rank": m["recipe"]["values"]["embedding_rank"], "teacher_key": m["stages"]["finetune"]["key"],
+            "embedding_rank": shipped_rank(m) if m.get("ladder") else m["recipe"]["values"]["embedding_rank"],
+            "teacher_key": m["stages"]["finetune"]["key"],
             "seconds": round(seconds, 1), **extra}
 
 

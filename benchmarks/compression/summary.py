@@ -46,6 +46,9 @@ SOURCES = [
      "stopped short at the width floor)"),
     (HERE / "minilm-ladder-vs-textpruner-rank64.json", "/same-teacher+rank64",
      "ladder_vs_textpruner.py --embedding-rank 64 (ladder and TextPruner), two seeds, code 706d0d0, one lent H200"),
+    (HERE / "minilm-ladder-vs-textpruner-rankfit-cpu.json", "/same-teacher+rankfit",
+     "ladder_vs_textpruner.py, code 1687bb4: the ladder refits the rank at deep rungs (128 -> 96 at 8x -> 80 at "
+     "10x), TextPruner at the shipped rank 80; one seed, 2 CPU cores"),
 ]
 # ladder/run.py rows: the default build's recipe walked down a ladder ending at the ratio (--min-retention 0.5)
 LADDER_SOURCES = [
