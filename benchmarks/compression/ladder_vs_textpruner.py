@@ -7,8 +7,8 @@ For one model, task and seed:
 2. ``textpruner``: that build's own fine-tuned teacher (from the build cache) pruned by TextPruner 1.1 (PyPI
    ``textpruner``: iterative head and FFN pruning, even per layer; ``textpruner_baseline.py``) to the encoder size
    the ladder's bundle kept, then built from that teacher with the same embedding side (the recipe's vocabulary
-   trim, the shipped rung's embedding rank) and the same recovery (the recipe's distillation: hidden states, augmentation,
-   learning rate) for as many epochs as the walk distilled in all.
+   trim, the shipped rung's embedding rank) and the same recovery (the recipe's distillation: hidden states,
+   augmentation, learning rate) for as many epochs as the walk distilled in all.
 
 Both int8 bundles are scored on the whole eval split against the one teacher. One JSON per run; ``--collect``
 merges runs into one file of rows in ``run.py``'s form (``summary.py`` reads it) and prints the table (seed
@@ -54,7 +54,7 @@ def _row(m: dict, method: str, ratio: float, teacher_accuracy: float, seconds: f
             "non_embedding_ratio": p["ratio_non_embedding"], "basis": "total",
             "kept_layers": m["subnetwork"]["spec"]["keep_layers"], "layer_shapes": m["subnetwork"]["layer_shapes"],
             "bundle_bytes": m["sizes"]["bundle_model_bytes"],
-            "embedding_rank": shipped_rank(m) if m.get("ladder") else m["recipe"]["values"]["embedding_rank"],
+            "embedding_rank": shipped_rank(m),
             "teacher_key": m["stages"]["finetune"]["key"],
             "seconds": round(seconds, 1), **extra}
 
@@ -127,9 +127,10 @@ def run_pair(a) -> dict:
 
 
 def shipped_rank(m1: dict) -> int:
-    """The embedding rank of the ladder's shipped rung (deep rungs may lower the recipe's: ladder.rung_rank)."""
-    chosen = m1["ladder"]["rungs"][m1["ladder"]["chosen"]]
-    if "embedding_rank" not in chosen:  # a manifest from before rungs recorded it: the recipe's
+    """The embedding rank of the ladder's shipped rung (deep rungs may lower the recipe's: ladder.rung_rank); a
+    one-size build's or an older manifest's (rungs did not record it): the recipe's."""
+    chosen = m1["ladder"]["rungs"][m1["ladder"]["chosen"]] if m1.get("ladder") else {}
+    if "embedding_rank" not in chosen:
         return m1["recipe"]["values"]["embedding_rank"]
     return chosen["embedding_rank"] or 0  # None: the shipped rung kept its embedding dense
 

@@ -230,14 +230,13 @@ def rung_rank(run: Run, model, target_total: float) -> int:
     the user chose stays)."""
     from probscale_edge.embedding import embedding_params_after, embedding_rank
 
-    pc = run.cfg.prune
-    rank = embedding_rank(model) or pc.embedding_rank
+    pc, now = run.cfg.prune, embedding_rank(model)
+    rank = now or pc.embedding_rank
     if (run.recipe or {}).get("decided_by", {}).get("embedding_rank") != "recipe":
         return rank
     emb = model.adapter.word_embeddings(model.encoder)
     vocab, hidden = emb.num_embeddings, emb.embedding_dim
-    other = model.param_counts()["embedding"] - embedding_params_after(vocab, hidden, embedding_rank(model),
-                                                                       pc.embedding_dense_rows)
+    other = model.param_counts()["embedding"] - embedding_params_after(vocab, hidden, now, pc.embedding_dense_rows)
     room = (1 - ENCODER_SHARE) * target_total - other  # positions, token types and the norm stay
     while rank - RANK_STEP >= MIN_RANK and embedding_params_after(vocab, hidden, rank, pc.embedding_dense_rows) > room:
         rank -= RANK_STEP
