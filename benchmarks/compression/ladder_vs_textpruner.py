@@ -54,7 +54,7 @@ def _row(m: dict, method: str, ratio: float, teacher_accuracy: float, seconds: f
             "non_embedding_ratio": p["ratio_non_embedding"], "basis": "total",
             "kept_layers": m["subnetwork"]["spec"]["keep_layers"], "layer_shapes": m["subnetwork"]["layer_shapes"],
             "bundle_bytes": m["sizes"]["bundle_model_bytes"],
-            "embedding_rank": shipped_rank(m),
+            "embedding_rank": shipped_rank(m), "layer_share": m["build_config"].get("layer_share"),
             "teacher_key": m["stages"]["finetune"]["key"],
             "seconds": round(seconds, 1), **extra}
 
@@ -96,6 +96,8 @@ def run_pair(a) -> dict:
     work = Path(a.work) / f"{Path(a.model).name}-{a.task}-s{a.seed}"
     common = dict(tasks=[_task(a.task)], target=a.target, max_train=a.max_train or None, seed=a.seed, force=True)
     chosen = {"embedding_rank": a.embedding_rank} if a.embedding_rank is not None else {}  # else the recipe's
+    if a.layer_share is not None:
+        chosen["layer_share"] = a.layer_share
     ladder = tuple(r for r in LADDER if r < a.ratio) + (a.ratio,)
     _log(f"==== {a.model} {a.task} seed {a.seed}: the ladder {ladder}")
     m1, s1 = _build(model=a.model, output=str(work / "ladder"), ladder=ladder, min_retention=0.5, time_budget=0,
@@ -203,6 +205,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--embedding-rank", type=int, default=None,
                     help="the ladder's embedding rank (default: the recipe's); TextPruner's build takes the same")
+    ap.add_argument("--layer-share", type=float, default=None,
+                    help="the ladder's --layer-share (default: the build's); TextPruner takes the rank it led to")
     ap.add_argument("--work", default="bundles/ladder-vs-textpruner")
     ap.add_argument("--collect", nargs="+", metavar="JSON", help="merge finished runs into --json and print the table")
     ap.add_argument("--json", required=True)

@@ -35,13 +35,12 @@ EMBED_SWITCH = 0.6
 EMBED_EPOCHS = 1
 # a candidate more than this share above its rung's parameter target did not reach the rung
 REACH_TOLERANCE = 0.01
-# the least share of a rung's parameters the recipe's embedding rank leaves the layers: where the factorized
-# embedding would take more, its rank is lowered (refitted) in steps of RANK_STEP, not under MIN_RANK.
+# where the recipe picks the embedding rank, a deep rung lowers it (refits the factorized embedding) in steps of
+# RANK_STEP, not under MIN_RANK, until the layers keep the goal's ``layer_share`` of the rung (default a third).
 # all-MiniLM-L6-v2 at 10x with rank 128: rotten_tomatoes' and reuters_r8's embeddings took 97% and 85% of the
 # rung, and neither walk reached 10x; trec6's and sms_spam's took 62% and 56% and reached it; rotten_tomatoes at
 # rank 64 (53%) kept 96.8% at 10.00x against 93.7% at 9.2-9.5x (benchmarks/compression,
 # minilm-ladder-vs-textpruner-*.json)
-ENCODER_SHARE = 1 / 3
 RANK_STEP, MIN_RANK = 16, 32
 
 
@@ -226,8 +225,8 @@ def _factorizes(run: Run, model, target_total: float) -> bool:
 
 def rung_rank(run: Run, model, target_total: float) -> int:
     """The embedding rank for the rung at ``target_total``: the recipe's, or the model's own once factorized,
-    lowered until the factorized embedding leaves the layers ``ENCODER_SHARE`` of the rung where it can (a rank
-    the user chose stays)."""
+    lowered until the factorized embedding leaves the layers the goal's ``layer_share`` of the rung where it can
+    (a rank the user chose stays)."""
     from probscale_edge.embedding import embedding_params_after, embedding_rank
 
     pc, now = run.cfg.prune, embedding_rank(model)
@@ -237,7 +236,7 @@ def rung_rank(run: Run, model, target_total: float) -> int:
     emb = model.adapter.word_embeddings(model.encoder)
     vocab, hidden = emb.num_embeddings, emb.embedding_dim
     other = model.param_counts()["embedding"] - embedding_params_after(vocab, hidden, now, pc.embedding_dense_rows)
-    room = (1 - ENCODER_SHARE) * target_total - other  # positions, token types and the norm stay
+    room = (1 - run.cfg.goal.layer_share) * target_total - other  # positions, token types and the norm stay
     while rank - RANK_STEP >= MIN_RANK and embedding_params_after(vocab, hidden, rank, pc.embedding_dense_rows) > room:
         rank -= RANK_STEP
     return rank
@@ -245,7 +244,7 @@ def rung_rank(run: Run, model, target_total: float) -> int:
 
 def _factorize_if_needed(run: Run, cur: Rung, tok, target_total: float) -> tuple[Rung, str | None]:
     """The rung with its word embedding factorized when width alone would cut too deep, or refitted to a lower
-    rank when the embedding would leave the layers less than ``ENCODER_SHARE`` of the rung (:func:`rung_rank`)."""
+    rank when the embedding would leave the layers less than the goal's ``layer_share`` of the rung (:func:`rung_rank`)."""
     from probscale_edge.embedding import embedding_rank
     from probscale_edge.pipeline.student import factorize
 

@@ -275,13 +275,15 @@ def test_a_rung_goes_on_with_a_cut_that_reaches_its_size():
 def test_a_deep_rung_lowers_the_recipes_embedding_rank_so_the_layers_keep_a_share():
     """rung_rank on all-MiniLM-L6-v2's shapes (hidden 384, 198,144 embedding parameters besides the word rows,
     22,565,890 in all): rotten_tomatoes' trimmed 15,185 tokens at rank 128 take 97% of 10x, so 10x refits to
-    rank 80 (64% with the rest); 5x keeps 128; trec6's 9,027 tokens keep 128 at 10x; a user's rank stays."""
+    rank 80 (64% with the rest); 5x keeps 128; trec6's 9,027 tokens keep 128 at 10x; a user's rank stays; a larger
+    --layer-share lowers it further (trec6 too)."""
     from types import SimpleNamespace
 
     import torch
 
     from probscale_edge.embedding import FactorizedEmbedding
-    from probscale_edge.pipeline.ladder import ENCODER_SHARE, rung_rank
+    from probscale_edge.config import GoalConfig
+    from probscale_edge.pipeline.ladder import rung_rank
 
     def model(vocab, rank=None):
         emb = (FactorizedEmbedding(vocab, rank, 384, 0) if rank else torch.nn.Embedding(vocab, 384, device="meta"))
@@ -289,8 +291,9 @@ def test_a_deep_rung_lowers_the_recipes_embedding_rank_so_the_layers_keep_a_shar
         return SimpleNamespace(encoder=None, adapter=SimpleNamespace(word_embeddings=lambda enc: emb),
                                param_counts=lambda: {"embedding": words + 198_144})
 
-    def run(by="recipe", rank=128):
-        return SimpleNamespace(cfg=SimpleNamespace(prune=SimpleNamespace(embedding_rank=rank, embedding_dense_rows=0)),
+    def run(by="recipe", rank=128, share=GoalConfig().layer_share):
+        return SimpleNamespace(cfg=SimpleNamespace(prune=SimpleNamespace(embedding_rank=rank, embedding_dense_rows=0),
+                                                   goal=GoalConfig(layer_share=share)),
                                recipe={"decided_by": {"embedding_rank": by}})
 
     full = 22_565_890
@@ -302,7 +305,9 @@ def test_a_deep_rung_lowers_the_recipes_embedding_rank_so_the_layers_keep_a_shar
     assert rung_rank(run("user"), model(15_185), full / 10) == 128
     assert rung_rank(run(), model(15_185), full / 40) == 32  # no lower than MIN_RANK, even short of the share
     words_80 = 15_185 * 80 + 80 * 384
-    assert words_80 + 198_144 <= (1 - ENCODER_SHARE) * full / 10 < 15_185 * 96 + 96 * 384 + 198_144
+    assert words_80 + 198_144 <= (1 - 1 / 3) * full / 10 < 15_185 * 96 + 96 * 384 + 198_144
+    assert rung_rank(run(share=0.5), model(15_185), full / 10) == 48
+    assert rung_rank(run(share=0.5), model(9_027), full / 10) == 96
 
 
 def test_a_rank_lowered_at_a_deeper_rung_is_refitted_and_ships(tmp_path, tiny_bert, toy_csv, monkeypatch):
