@@ -54,7 +54,7 @@ def _row(m: dict, method: str, ratio: float, teacher_accuracy: float, seconds: f
             "non_embedding_ratio": p["ratio_non_embedding"], "basis": "total",
             "kept_layers": m["subnetwork"]["spec"]["keep_layers"], "layer_shapes": m["subnetwork"]["layer_shapes"],
             "bundle_bytes": m["sizes"]["bundle_model_bytes"],
-            "embedding_rank": shipped_rank(m), "layer_share": m["build_config"].get("layer_share"),
+            "embedding_rank": shipped_rank(m), "layer_share": m["build_config"]["goal"].get("layer_share"),
             "teacher_key": m["stages"]["finetune"]["key"],
             "seconds": round(seconds, 1), **extra}
 

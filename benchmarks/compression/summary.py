@@ -49,6 +49,14 @@ SOURCES = [
     (HERE / "minilm-ladder-vs-textpruner-rankfit-cpu.json", "/same-teacher+rankfit",
      "ladder_vs_textpruner.py, code 1687bb4: the ladder refits the rank at deep rungs (128 -> 96 at 8x -> 80 at "
      "10x), TextPruner at the shipped rank 80; one seed, 2 CPU cores"),
+    (HERE / "minilm-ladder-vs-textpruner-10x-refit.json", "/same-teacher+share33",
+     "ladder_vs_textpruner.py --ratio 10, code 416c5d1, --layer-share 1/3 (the refit rule as 1687bb4 shipped it: "
+     "rank 80 rotten_tomatoes, 96 reuters_r8, 128 trec6 and sms_spam), TextPruner at the shipped rank; two seeds "
+     "(three on trec6 and sms_spam), 20 runs on one lent H200"),
+    (HERE / "minilm-ladder-vs-textpruner-10x-share045.json", "/same-teacher+share45",
+     "ladder_vs_textpruner.py --ratio 10 --layer-share 0.45 (the default since: rank 64 rotten_tomatoes and "
+     "reuters_r8, 96 trec6, 112 sms_spam), the same teachers as +share33 (paired by seed), TextPruner at the "
+     "shipped rank; two seeds (three on trec6 and sms_spam; sms_spam seed 1 at 11.6x for both)"),
 ]
 # ladder/run.py rows: the default build's recipe walked down a ladder ending at the ratio (--min-retention 0.5)
 LADDER_SOURCES = [

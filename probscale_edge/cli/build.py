@@ -32,7 +32,7 @@ _OPTIONS = [
                  help="Distillation epochs per rung (the student carries them down the ladder)."),
     click.option("--layer-floor", type=float, default=0.5, show_default=True,
                  help="No kept layer falls below this share of the average kept heads and neurons."),
-    click.option("--layer-share", type=float, default=1 / 3, show_default="0.333",
+    click.option("--layer-share", type=float, default=0.45, show_default=True,
                  help="Where the recipe picks the embedding rank, a deep rung lowers it until the layers keep "
                  "this share of the rung's parameters."),
     click.option("--search", default="auto", show_default=True,

@@ -36,7 +36,7 @@ EMBED_EPOCHS = 1
 # a candidate more than this share above its rung's parameter target did not reach the rung
 REACH_TOLERANCE = 0.01
 # where the recipe picks the embedding rank, a deep rung lowers it (refits the factorized embedding) in steps of
-# RANK_STEP, not under MIN_RANK, until the layers keep the goal's ``layer_share`` of the rung (default a third).
+# RANK_STEP, not under MIN_RANK, until the layers keep the goal's ``layer_share`` of the rung (default 0.45).
 # all-MiniLM-L6-v2 at 10x with rank 128: rotten_tomatoes' and reuters_r8's embeddings took 97% and 85% of the
 # rung, and neither walk reached 10x; trec6's and sms_spam's took 62% and 56% and reached it; rotten_tomatoes at
 # rank 64 (53%) kept 96.8% at 10.00x against 93.7% at 9.2-9.5x (benchmarks/compression,

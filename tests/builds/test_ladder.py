@@ -274,15 +274,15 @@ def test_a_rung_goes_on_with_a_cut_that_reaches_its_size():
 
 def test_a_deep_rung_lowers_the_recipes_embedding_rank_so_the_layers_keep_a_share():
     """rung_rank on all-MiniLM-L6-v2's shapes (hidden 384, 198,144 embedding parameters besides the word rows,
-    22,565,890 in all): rotten_tomatoes' trimmed 15,185 tokens at rank 128 take 97% of 10x, so 10x refits to
-    rank 80 (64% with the rest); 5x keeps 128; trec6's 9,027 tokens keep 128 at 10x; a user's rank stays; a larger
-    --layer-share lowers it further (trec6 too)."""
+    22,565,890 in all): rotten_tomatoes' trimmed 15,185 tokens at rank 128 take 97% of 10x; the default share
+    (0.45) refits 10x to rank 64 (53% with the rest), a third to rank 80; 5x keeps 128; trec6's 9,027 tokens go to
+    96 at 10x (a third keeps 128); a user's rank stays; the rank never goes back up."""
     from types import SimpleNamespace
 
     import torch
 
-    from probscale_edge.embedding import FactorizedEmbedding
     from probscale_edge.config import GoalConfig
+    from probscale_edge.embedding import FactorizedEmbedding
     from probscale_edge.pipeline.ladder import rung_rank
 
     def model(vocab, rank=None):
@@ -291,23 +291,27 @@ def test_a_deep_rung_lowers_the_recipes_embedding_rank_so_the_layers_keep_a_shar
         return SimpleNamespace(encoder=None, adapter=SimpleNamespace(word_embeddings=lambda enc: emb),
                                param_counts=lambda: {"embedding": words + 198_144})
 
-    def run(by="recipe", rank=128, share=GoalConfig().layer_share):
+    def run(by="recipe", rank=128, share=None):
+        goal = GoalConfig() if share is None else GoalConfig(layer_share=share)
         return SimpleNamespace(cfg=SimpleNamespace(prune=SimpleNamespace(embedding_rank=rank, embedding_dense_rows=0),
-                                                   goal=GoalConfig(layer_share=share)),
+                                                   goal=goal),
                                recipe={"decided_by": {"embedding_rank": by}})
 
-    full = 22_565_890
-    assert rung_rank(run(), model(15_185), full / 10) == 80
-    assert rung_rank(run(), model(15_185, 128), full / 10) == 80  # refit from the factorized one
-    assert rung_rank(run(), model(15_185, 96), full / 8) == 96  # never back up
+    full, third = 22_565_890, 1 / 3
+    assert GoalConfig().layer_share == 0.45
+    assert rung_rank(run(), model(15_185), full / 10) == 64
+    assert rung_rank(run(), model(15_185, 128), full / 10) == 64  # refit from the factorized one
     assert rung_rank(run(), model(15_185), full / 5) == 128
-    assert rung_rank(run(), model(9_027), full / 10) == 128
+    assert rung_rank(run(), model(9_027), full / 10) == 96
     assert rung_rank(run("user"), model(15_185), full / 10) == 128
     assert rung_rank(run(), model(15_185), full / 40) == 32  # no lower than MIN_RANK, even short of the share
-    words_80 = 15_185 * 80 + 80 * 384
-    assert words_80 + 198_144 <= (1 - 1 / 3) * full / 10 < 15_185 * 96 + 96 * 384 + 198_144
+    words = {r: 15_185 * r + r * 384 + 198_144 for r in (64, 80, 96)}
+    assert words[64] <= (1 - 0.45) * full / 10 < words[80]
+    assert rung_rank(run(share=third), model(15_185), full / 10) == 80
+    assert words[80] <= (1 - third) * full / 10 < words[96]
+    assert rung_rank(run(share=third), model(15_185, 96), full / 8) == 96  # never back up
+    assert rung_rank(run(share=third), model(9_027), full / 10) == 128
     assert rung_rank(run(share=0.5), model(15_185), full / 10) == 48
-    assert rung_rank(run(share=0.5), model(9_027), full / 10) == 96
 
 
 def test_a_rank_lowered_at_a_deeper_rung_is_refitted_and_ships(tmp_path, tiny_bert, toy_csv, monkeypatch):
