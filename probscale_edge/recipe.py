@@ -23,8 +23,9 @@ PLAIN = {"trim_vocab": False, "embedding_rank": 0, "distill_hidden": 0.0, "augme
 RECIPE_FIELDS = ("trim_vocab", "vocab_min_count", "embedding_rank", "embedding_dense_rows", "distill_hidden", "augment",
                  "prune_iterations", "layer_factor", "student_epochs", "student_lr", "temperature", "alpha", "dev_fraction",
                  "epochs", "lr", "batch_size", "pooling", "max_length", "min_retention", "max_size_mb", "max_latency_ms",
-                 "ladder", "rung_epochs", "layer_floor", "layer_share", "search", "budget", "compression", "compression_basis", "strategy",
-                 "granularity", "precision", "max_accuracy_drop", "quant_mode", "time_budget")
+                 "ladder", "rung_epochs", "layer_floor", "layer_share", "search", "budget", "compression",
+                 "compression_basis", "strategy", "granularity", "precision", "max_accuracy_drop", "quant_mode",
+                 "time_budget")
 
 
 def _model_facts(src) -> dict:

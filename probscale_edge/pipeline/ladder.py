@@ -244,7 +244,8 @@ def rung_rank(run: Run, model, target_total: float) -> int:
 
 def _factorize_if_needed(run: Run, cur: Rung, tok, target_total: float) -> tuple[Rung, str | None]:
     """The rung with its word embedding factorized when width alone would cut too deep, or refitted to a lower
-    rank when the embedding would leave the layers less than the goal's ``layer_share`` of the rung (:func:`rung_rank`)."""
+    rank when the embedding would leave the layers less than the goal's ``layer_share`` of the rung
+    (:func:`rung_rank`)."""
     from probscale_edge.embedding import embedding_rank
     from probscale_edge.pipeline.student import factorize
 

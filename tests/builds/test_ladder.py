@@ -181,6 +181,7 @@ def test_unmet_constraints_fail_cleanly_or_ship_best_effort(tmp_path, tiny_bert,
     (("--ladder", "3,2"), "is not a rising list"),
     (("--ladder", "1,2"), "is not a rising list"),
     (("--time-budget", "-1"), "--time-budget -1.0 is not"),
+    (("--layer-share", "1"), "--layer-share 1.0 is not"),
     (("--search", "ladder", "--budget", "0.5"), "--search ladder with --budget"),
 ])
 def test_bad_constraints_are_refused_before_anything_loads(tmp_path, flags, message):
