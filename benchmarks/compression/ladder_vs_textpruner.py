@@ -54,7 +54,7 @@ def _row(m: dict, method: str, ratio: float, teacher_accuracy: float, seconds: f
             "non_embedding_ratio": p["ratio_non_embedding"], "basis": "total",
             "kept_layers": m["subnetwork"]["spec"]["keep_layers"], "layer_shapes": m["subnetwork"]["layer_shapes"],
             "bundle_bytes": m["sizes"]["bundle_model_bytes"],
-            "embedding_rank": shipped_rank(m), "layer_share": m["build_config"]["goal"].get("layer_share"),
+            "embedding_rank": shipped_rank(m),
             "teacher_key": m["stages"]["finetune"]["key"],
             "seconds": round(seconds, 1), **extra}
 
@@ -72,7 +72,7 @@ def from_ladder_manifest(m1: dict, ratio: float, seconds: float, target_error: s
     walked = lad["rungs"][:lad["chosen"] + 1]
     teacher_acc = m1["validation"]["accuracy"]["full_finetuned_torch_fp32"]
     rows = [_row(m1, "ladder", ratio, teacher_acc, seconds, rung_epochs=sum(r["epochs"] for r in walked),
-                 actions=[r["action"] for r in walked])]
+                 actions=[r["action"] for r in walked], layer_share=m1["build_config"]["goal"].get("layer_share"))]
     if target_error:
         rows.append(infeasible(m1, ratio, m1["parameters"]["pruned"]["encoder_non_embedding"], target_error))
     return rows
@@ -121,7 +121,8 @@ def run_pair(a) -> dict:
                     student_lr=recipe["student_lr"], distill_hidden=recipe["distill_hidden"],
                     augment=recipe["augment"], **common)
     rows.append(_row(m2, "textpruner", a.ratio, teacher_acc, time.time() - t0, textpruner=tp,
-                     student_epochs=epochs, teacher_accuracy_as_loaded=m2["stages"]["finetune"]["accuracy"]))
+                     student_epochs=epochs, teacher_accuracy_as_loaded=m2["stages"]["finetune"]["accuracy"],
+                     layer_share=rows[0]["layer_share"]))  # the ladder's: it set the rank TextPruner is built at
     for r in rows:
         _log(f"     {r['method']}: {r['accuracy_bundle']:.4f} ({r['retention']:.2%}), {r['total']:,} parameters "
              f"({r['total_ratio']:.2f}x)")

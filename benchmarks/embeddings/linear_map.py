@@ -20,18 +20,24 @@ import numpy as np
 TASKS = ("rotten_tomatoes", "sms_spam", "trec6", "reuters_r8")
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+def _with_bias(x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1), x.dtype)])
+
+
+def _mean_cosine(unit_a: np.ndarray, unit_b: np.ndarray) -> float:
+    return float((unit_a * unit_b).sum(1).mean())
 
 
 def fit_map(student: np.ndarray, teacher: np.ndarray, ridge: float) -> np.ndarray:
     """``W`` ([d + 1, d]) minimizing ||[S, 1] W - T||^2 + ridge ||W||^2."""
-    a = np.hstack([student, np.ones((len(student), 1), student.dtype)]).astype(np.float64)
+    a = _with_bias(student).astype(np.float64)
     return np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ teacher.astype(np.float64))
 
 
 def apply_map(student: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return _unit(np.hstack([student, np.ones((len(student), 1), student.dtype)]) @ w)
+    from sklearn.preprocessing import normalize
+
+    return normalize(_with_bias(student) @ w)
 
 
 def one_bundle(bundle: Path, run, t, ridges) -> dict:
@@ -40,11 +46,11 @@ def one_bundle(bundle: Path, run, t, ridges) -> dict:
     p = Predictor(bundle, threads=2)
     train = p.embed(t.train_texts)
     evals = {task.name: p.embed(list(task.eval.texts)) for task in run.tasks}
-    row = {"bundle": str(bundle), "train_mean_cosine": float((train * t.train_emb).sum(1).mean()),
-           "before": {k: float((v * t.eval_emb[k]).sum(1).mean()) for k, v in evals.items()}, "after": {}}
+    row = {"bundle": str(bundle), "train_mean_cosine": _mean_cosine(train, t.train_emb),
+           "before": {k: _mean_cosine(v, t.eval_emb[k]) for k, v in evals.items()}, "after": {}}
     for r in ridges:
         w = fit_map(train, t.train_emb, r)
-        row["after"][str(r)] = {k: float((apply_map(v, w) * t.eval_emb[k]).sum(1).mean()) for k, v in evals.items()}
+        row["after"][str(r)] = {k: _mean_cosine(apply_map(v, w), t.eval_emb[k]) for k, v in evals.items()}
     return row
 
 
