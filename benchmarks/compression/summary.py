@@ -37,9 +37,10 @@ SOURCES = [
      "all training rows; H200 (rotten_tomatoes, trec6: two seeds), 2 CPU cores (sms_spam, reuters_r8); the walk "
      "stopped at the width floor at 9.22x on rotten_tomatoes (no TextPruner model that small) and 9.52x on "
      "reuters_r8"),
-    (HERE / "minilm-ladder-vs-textpruner-5x.json", "/same-teacher",
-     "ladder_vs_textpruner.py --ratio 5 (ladder 2x-3x-5x), two seeds, code 706d0d0 (ladder.choose), 14 runs at once "
-     "on one lent H200"),
+    (HERE / "minilm-ladder-vs-textpruner-5x-3seeds.json", "/same-teacher",
+     "ladder_vs_textpruner.py --ratio 5 (ladder 2x-3x-5x), three seeds: seed 2 and the sms_spam seed 0 and trec6 "
+     "rows at 4b10168 (trec6 seeds 0-1 reproduced 706d0d0 exactly), the other rows at 706d0d0 "
+     "(minilm-ladder-vs-textpruner-5x.json); lent H200s"),
     (HERE / "minilm-ladder-vs-textpruner-choose.json", "/same-teacher+choose",
      "ladder_vs_textpruner.py, the same walk under ladder.choose (a cut that reaches the rung's size wins), two "
      "seeds, code 706d0d0, one lent H200; rank 128 leaves no room for 10x on these two tasks (both candidates "
@@ -56,7 +57,7 @@ SOURCES = [
     (HERE / "minilm-ladder-vs-textpruner-10x-share045.json", "/same-teacher+share45",
      "ladder_vs_textpruner.py --ratio 10 --layer-share 0.45 (the default since: rank 64 rotten_tomatoes and "
      "reuters_r8, 96 trec6, 112 sms_spam), the same teachers as +share33 (paired by seed), TextPruner at the "
-     "shipped rank; two seeds (three on trec6 and sms_spam; sms_spam seed 1 at 11.6x for both)"),
+     "shipped rank; three seeds (sms_spam seed 1 at 11.6x for both; rotten_tomatoes and reuters_r8 seed 2 at 4b10168)"),
 ]
 # ladder/run.py rows: the default build's recipe walked down a ladder ending at the ratio (--min-retention 0.5)
 LADDER_SOURCES = [
