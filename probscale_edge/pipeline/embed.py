@@ -476,7 +476,8 @@ def _own_name(key: str, own: dict, prefix: str) -> str:
 # ----------------------------------------------------------------------------------------- distillation
 def distill(run: Run, t: EmbedTeacher, model, tok) -> dict:
     """Train the student towards the teacher's sentence embeddings (cosine + in-batch similarity structure;
-    with ``--distill-hidden W`` also each layer's hidden states, relative squared error), without dropout;
+    with ``--distill-hidden W`` also each layer's hidden states, relative squared error, on the texts that both
+    models tokenized alike: ``hidden_loss_texts`` is their share), without dropout;
     the best of the per-epoch dev scores (mean cosine on held-out training texts) is kept. Runs on this
     process's GPU where there is one."""
     import torch
@@ -501,14 +502,17 @@ def distill(run: Run, t: EmbedTeacher, model, tok) -> dict:
     run.log(f"  before distillation: dev mean cosine {hist[0]['dev_mean_cosine']:.4f}")
     lengths = [len(x) for x in texts]
     on = [model] + ([t.model] if hidden_w > 0 else [])  # the teacher's hidden states are computed as we go
+    to_teacher = teacher_ids(tok, t.tokenizer) if hidden_w > 0 else None
+    aligned = seen = 0
     with on_device(*on) as dev, progress_bar(total, "distil embeddings") as bar:
         while step < total:
             model.eval()  # no dropout: the targets are the deterministic teacher's (a small student fits them better)
             for b in _length_batches(fit, lengths, fc.batch_size, rng):
                 if step >= total:
                     break
-                loss, cos, kl = _step(model, t, tok, [texts[i] for i in b], targets[b], run.max_length, hidden_w,
-                                      layer_map, dev)
+                loss, cos, kl, n = _step(model, t, tok, [texts[i] for i in b], targets[b], run.max_length, hidden_w,
+                                         layer_map, dev, to_teacher)
+                aligned, seen = aligned + n, seen + len(b)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -525,10 +529,13 @@ def distill(run: Run, t: EmbedTeacher, model, tok) -> dict:
                         best, best_state = score, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
+    if hidden_w > 0:
+        run.log(f"  the hidden-state loss covered {aligned / max(1, seen):.1%} of the training texts (the rest were "
+                "tokenized apart by the trimmed vocabulary)")
     return {"steps": step, "epochs": epochs, "lr": rc.student_lr, "batch_size": fc.batch_size, "texts": len(fit),
             "dev_texts": len(held), "structure_weight": STRUCTURE_WEIGHT, "hidden_weight": hidden_w,
             "best_dev_mean_cosine": best, "history": hist, "train_seconds": round(time.time() - t0, 1),
-            "device": dev.type}
+            "device": dev.type, "hidden_loss_texts": aligned / seen if hidden_w > 0 and seen else None}
 
 
 def _training_texts(run: Run, t: EmbedTeacher):
@@ -580,7 +587,9 @@ def _length_batches(idx, lengths, batch_size, rng):
     return [np.asarray(out[i]) for i in rng.permutation(len(out))]
 
 
-def _step(model, t: EmbedTeacher, tok, texts, targets, max_length, hidden_w, layer_map=None, dev="cpu"):
+def _step(model, t: EmbedTeacher, tok, texts, targets, max_length, hidden_w, layer_map=None, dev="cpu",
+          to_teacher=None):
+    """One batch's loss -> (loss, cosine part, structure part, texts the hidden-state loss covered)."""
     import torch
 
     from probscale_edge.modeling import tokenize
@@ -591,20 +600,44 @@ def _step(model, t: EmbedTeacher, tok, texts, targets, max_length, hidden_w, lay
     targets = torch.as_tensor(targets).to(dev)
     if hidden_w <= 0:
         loss, cos, kl = distill_loss(model(*args), targets, STRUCTURE_WEIGHT)
-        return loss, cos, kl
+        return loss, cos, kl, 0
     tenc = {k: v.to(dev) for k, v in tokenize(t.tokenizer, texts, None, max_length).items()}
     with torch.no_grad():
         tstates = t.model.hidden_states(tenc["input_ids"], tenc["attention_mask"], tenc.get("token_type_ids"))
     with model.capture_states() as states:
         tokens = model.token_embeddings(*args)
     loss, cos, kl = distill_loss(model.embed_from_tokens(tokens, enc["attention_mask"]), targets, STRUCTURE_WEIGHT)
-    if enc["attention_mask"].shape == tenc["attention_mask"].shape:  # same tokens (trimming keeps the pieces)
-        w = enc["attention_mask"].unsqueeze(-1).float()
-        pairs = [(states[i + 1], tstates[j + 1]) for i, j in enumerate(layer_map or range(len(states) - 1))]
+    rows, width = aligned_rows(enc, tenc, to_teacher)
+    if rows.any():  # hidden states are compared token by token, so only on the texts both tokenized alike
+        w = (tenc["attention_mask"][:, :width] * rows[:, None]).unsqueeze(-1).float()
+        pairs = [(states[i + 1][:, :width], tstates[j + 1][:, :width])
+                 for i, j in enumerate(layer_map or range(len(states) - 1))]
         hl = sum(((s.float() - ts.float()) ** 2 * w).sum() / ((ts.float() ** 2) * w).sum().clamp(min=1e-6)
                  for s, ts in pairs) / len(pairs)
         loss = loss + hidden_w * hl
-    return loss, cos, kl
+    return loss, cos, kl, int(rows.sum())
+
+
+def teacher_ids(tok, teacher_tok):
+    """A tensor that maps each student token id to the teacher's id of the same piece (-1 where it has none)."""
+    import torch
+
+    theirs, ours = teacher_tok.get_vocab(), tok.get_vocab()
+    out = torch.full((max(ours.values()) + 1,), -1, dtype=torch.long)
+    for piece, i in ours.items():
+        out[i] = theirs.get(piece, -1)
+    return out
+
+
+def aligned_rows(enc, tenc, to_teacher):
+    """Which texts of a batch the student and the teacher tokenized alike -> (bool [B], the narrower width).
+    A trimmed vocabulary splits the words its texts never had into more (or other) pieces, and then the
+    positions of the two models' hidden states no longer match."""
+    width = min(enc["input_ids"].shape[1], tenc["input_ids"].shape[1])
+    sm, tm = enc["attention_mask"], tenc["attention_mask"]
+    ids = to_teacher.to(enc["input_ids"].device)[enc["input_ids"][:, :width]]
+    same = ((ids == tenc["input_ids"][:, :width]) | (tm[:, :width] == 0)).all(1)
+    return same & (sm.sum(1) == tm.sum(1)), width
 
 
 def _dev_cosine(model, tok, texts, targets, max_length) -> float:

@@ -225,3 +225,36 @@ def test_bad_distill_texts_are_refused_in_one_line(tmp_path, tiny_bert, flags, m
                         "-o", str(tmp_path / "out"), *flags], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-1500:]
     assert not (tmp_path / "out").exists()
+
+
+def test_hidden_states_are_compared_only_on_texts_both_models_tokenized_alike(built, tiny_bert):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from probscale_edge.modeling import tokenize
+    from probscale_edge.pipeline.embed import aligned_rows, teacher_ids
+
+    student = PreTrainedTokenizerFast(tokenizer_file=str(built[0] / "tokenizer.json"), pad_token="[PAD]")
+    teacher = AutoTokenizer.from_pretrained(str(tiny_bert))
+    texts = ["good great fine lovely bad awful item 3", "cat", "ball team goal item 7"]  # "cat": not in the trim
+    enc, tenc = tokenize(student, texts, None, 32), tokenize(teacher, texts, None, 32)
+    assert student.tokenize("cat") != teacher.tokenize("cat")
+    assert enc["input_ids"].shape == tenc["input_ids"].shape  # one padded shape: the old check took all three
+    rows, width = aligned_rows(enc, tenc, teacher_ids(student, teacher))
+    assert rows.tolist() == [True, False, True] and width == enc["input_ids"].shape[1]
+
+
+def test_the_hidden_state_loss_reports_the_texts_it_covered(tmp_path, tiny_bert):
+    from probscale_edge.pipeline import BuildConfig, TaskSpec, build
+
+    lab, _ = _data(tmp_path)
+    extra = [f"an extra sentence number {i} about weather" for i in range(40)]  # words the trim does not keep
+    helpers.write_csv(tmp_path / "extra.csv", [(t,) for t in extra], header=("text",))
+    cfg = BuildConfig.create(model=str(tiny_bert), tasks=[TaskSpec(str(lab))], kind="embed", output=str(tmp_path / "b"),
+                             compression=1.5, epochs=1, precision="fp32", target="x86_64", latency_runs=3,
+                             use_cache=False, trim_vocab=True, distill_hidden=1.0, distill_texts=str(tmp_path / "extra.csv"))
+    rec = build(cfg, log=lambda *_: None)["stages"]["recover"]
+    # the task's own training texts made the vocabulary, so they all tokenize alike; none of the 40 extra ones does
+    # (the dev texts are a random share of both, so the covered share is close to, not exactly, the task's share)
+    task_texts = rec["texts"] + rec["dev_texts"] - 40
+    assert rec["hidden_weight"] == 1.0
+    assert rec["hidden_loss_texts"] == pytest.approx(task_texts / (task_texts + 40), abs=0.03)
